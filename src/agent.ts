@@ -1,0 +1,136 @@
+import type { Server } from 'node:http';
+import { type AddressInfo, isIPv6 } from 'node:net';
+import type { AwsCredentialIdentityProvider } from '@smithy/types';
+import { type Dispatcher, EnvHttpProxyAgent } from 'undici';
+import { CredentialCache } from './cache/credential-cache.ts';
+import type { Config } from './config.ts';
+import type { Logger } from './observability/logger.ts';
+import { type AgentMetrics, createMetrics } from './observability/metrics.ts';
+import { createCredentialsHandler } from './server/credentials-handler.ts';
+import { closeServer, createHttpServer, listen } from './server/http-server.ts';
+import { createMetricsHandler } from './server/metrics-handler.ts';
+import { createProbeHandler } from './server/probe-handler.ts';
+import { createEksAuthClient } from './upstream/eks-auth-client.ts';
+import { nodeCredentials } from './upstream/node-credentials.ts';
+import type { RetryPolicy } from './upstream/retry.ts';
+import { VERSION } from './version.ts';
+
+export interface AgentDeps {
+  readonly logger: Logger;
+  readonly metrics?: AgentMetrics;
+  /** The node's credentials; the standard AWS chain when absent. */
+  readonly credentialProvider?: AwsCredentialIdentityProvider;
+  /** The upstream pool; a keep-alive pool that honours HTTPS_PROXY/NO_PROXY when absent. */
+  readonly dispatcher?: Dispatcher;
+  readonly retry?: RetryPolicy;
+  readonly now?: () => number;
+}
+
+export interface AgentAddresses {
+  readonly credentials: readonly AddressInfo[];
+  readonly probe: AddressInfo;
+  readonly metrics: AddressInfo;
+}
+
+export interface Agent {
+  readonly cache: CredentialCache;
+  readonly metrics: AgentMetrics;
+  /** Binds every server; rejects when a required address cannot be bound. */
+  listen(): Promise<AgentAddresses>;
+  /** Stops accepting, finishes in-flight requests, releases the upstream pool. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Wires the agent from its configuration without touching the network, so tests can build several. */
+export function buildAgent(config: Config, deps: AgentDeps): Agent {
+  const { logger } = deps;
+  const metrics = deps.metrics ?? createMetrics();
+  const ownsDispatcher = deps.dispatcher === undefined;
+  const dispatcher = deps.dispatcher ?? new EnvHttpProxyAgent({ keepAliveTimeout: 30_000, connections: 64, connect: { timeout: 500 } });
+  const credentials = nodeCredentials(deps.credentialProvider);
+  const exchange = createEksAuthClient({
+    endpoint: config.endpoint.url,
+    region: config.region,
+    clusterName: config.clusterName,
+    credentials,
+    dispatcher,
+    userAgent: `pod-identity-agent/${VERSION}`,
+    ...(deps.retry === undefined ? {} : { retry: deps.retry }),
+    onAttempt: ({ status, durationMs }) => metrics.upstreamDuration.observe({ code: String(status) }, durationMs / 1000),
+    onRetry: (error) => {
+      metrics.upstreamRetries.inc({ code: 'code' in error ? String(error.code) : 'Error' });
+      logger.debug({ code: 'code' in error ? error.code : undefined, message: error.message }, 'retrying EKS Auth call');
+    },
+  });
+  const cache = new CredentialCache({
+    exchange,
+    maxSize: config.maxCacheSize,
+    retentionMs: config.maxCredentialRetentionMs,
+    ...(deps.now === undefined ? {} : { now: deps.now }),
+  });
+  const credentialsHandler = createCredentialsHandler({
+    bindHosts: config.bindHosts,
+    port: config.port,
+    audience: config.audience,
+    cache,
+    logger,
+    metrics,
+    ...(deps.now === undefined ? {} : { now: deps.now }),
+  });
+
+  const credentialServers: Server[] = [];
+  const bound: AddressInfo[] = [];
+  const probeServer = createHttpServer(createProbeHandler({ listeners: () => bound, nodeCredentials: credentials }));
+  const metricsServer = createHttpServer(createMetricsHandler(metrics.registry));
+  let closing: Promise<void> | undefined;
+
+  async function bindCredentialServers(): Promise<void> {
+    for (const host of config.bindHosts) {
+      const server = createHttpServer(credentialsHandler);
+      try {
+        bound.push(await listen(server, host, config.port));
+        credentialServers.push(server);
+        logger.info({ address: host, port: config.port }, 'serving credentials');
+      } catch (error) {
+        if (!isMissingIpv6(host, error)) throw bindError(host, config.port, error);
+        logger.warn({ address: host, port: config.port, code: (error as NodeJS.ErrnoException).code }, 'IPv6 bind host unavailable on this node; serving IPv4 only');
+      }
+    }
+  }
+
+  return {
+    cache,
+    metrics,
+    async listen() {
+      try {
+        await bindCredentialServers();
+        if (bound.length === 0) throw new Error(`no bind host could be bound (${config.bindHosts.join(', ')})`);
+        const probe = await listen(probeServer, '127.0.0.1', config.probePort);
+        const metricsAddress = await listen(metricsServer, config.metricsAddress, config.metricsPort);
+        logger.info({ probe: `127.0.0.1:${probe.port}`, metrics: `${config.metricsAddress}:${metricsAddress.port}` }, 'probes and metrics listening');
+        return { credentials: [...bound], probe, metrics: metricsAddress };
+      } catch (error) {
+        await this.close();
+        throw error;
+      }
+    },
+    close() {
+      closing ??= (async () => {
+        await Promise.all([...credentialServers, probeServer, metricsServer].map(closeServer));
+        if (ownsDispatcher) await dispatcher.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** A node without IPv6 (disabled, or the address never assigned) must not crash the agent. */
+function isMissingIpv6(host: string, error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return isIPv6(host) && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT');
+}
+
+function bindError(host: string, port: number, error: unknown): Error {
+  const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+  return new Error(`cannot listen on ${isIPv6(host) ? `[${host}]` : host}:${port}: ${code}`, { cause: error });
+}

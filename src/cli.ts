@@ -1,0 +1,98 @@
+#!/usr/bin/env node
+import { buildAgent } from './agent.ts';
+import { ConfigError, SERVER_USAGE, parseServerArgs } from './config.ts';
+import { formatDuration } from './duration.ts';
+import { createLogger } from './observability/logger.ts';
+import { VERSION } from './version.ts';
+
+const USAGE = `Usage: pod-identity-agent <command> [flags]
+
+Commands:
+  server    serve pod credentials (see: pod-identity-agent server --help)
+  demo      run the agent against a local EKS Auth emulator and fetch credentials with the AWS SDK
+  version   print the version
+`;
+
+/** Shorter than the DaemonSet's grace period, so the kubelet never has to kill the agent. */
+const SHUTDOWN_DEADLINE_MS = 20_000;
+
+async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'server':
+      return server(rest);
+    case 'demo': {
+      const { runDemo } = await import('./demo.ts');
+      return runDemo();
+    }
+    case 'version':
+    case '--version':
+      process.stdout.write(`${VERSION}\n`);
+      return 0;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`pod-identity-agent: unknown command "${command}"\n${USAGE}`);
+      return 2;
+  }
+}
+
+async function server(argv: readonly string[]): Promise<number> {
+  const parsed = parseServerArgs(argv, process.env);
+  if (parsed.config === undefined) {
+    process.stdout.write(SERVER_USAGE);
+    return 0;
+  }
+  const config = parsed.config;
+  const logger = createLogger({ level: config.logLevel });
+  for (const warning of parsed.warnings) logger.warn(warning);
+  logger.info(
+    {
+      version: VERSION,
+      config: { ...config, endpoint: config.endpoint.url.href, endpointSource: config.endpoint.source, maxCredentialRetention: formatDuration(config.maxCredentialRetentionMs) },
+    },
+    'starting pod-identity-agent',
+  );
+  const agent = buildAgent(config, { logger });
+  await agent.listen();
+  await waitForSignal();
+  logger.info({ deadline: formatDuration(SHUTDOWN_DEADLINE_MS) }, 'shutting down: finishing in-flight requests');
+  const deadline = setTimeout(() => {
+    logger.warn('shutdown deadline reached with requests still in flight');
+    logger.flush();
+    process.exit(0);
+  }, SHUTDOWN_DEADLINE_MS);
+  deadline.unref();
+  await agent.close();
+  logger.info('stopped');
+  logger.flush();
+  return 0;
+}
+
+function waitForSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      resolve(signal);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    // One clear line: operators read this in `kubectl logs` of a crash-looping pod.
+    const message = error instanceof ConfigError ? error.message : `cannot start: ${(error as Error).message}`;
+    process.stderr.write(`pod-identity-agent: ${message}\n`);
+    process.exitCode = 1;
+  },
+);

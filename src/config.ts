@@ -1,0 +1,219 @@
+import { isIP } from 'node:net';
+import { parseArgs } from 'node:util';
+import { parseDuration } from './duration.ts';
+import { type ResolvedEndpoint, resolveEndpoint } from './upstream/endpoint.ts';
+
+/** The server's settings, validated once at start-up. */
+export interface Config {
+  readonly clusterName: string;
+  readonly region: string;
+  readonly endpoint: ResolvedEndpoint;
+  /** IP literals without brackets, in the order given. */
+  readonly bindHosts: readonly string[];
+  readonly port: number;
+  readonly probePort: number;
+  readonly metricsAddress: string;
+  readonly metricsPort: number;
+  readonly maxCredentialRetentionMs: number;
+  readonly maxCacheSize: number;
+  readonly maxServiceQps: number;
+  readonly audience: string;
+  readonly logLevel: LogLevel;
+}
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+
+export const DEFAULTS = {
+  port: 80,
+  bindHosts: ['169.254.170.23', '[fd00:ec2::23]'],
+  probePort: 2703,
+  metricsAddress: '0.0.0.0',
+  metricsPort: 2705,
+  maxCredentialRetention: '3h',
+  maxCacheSize: 2000,
+  maxServiceQps: 3,
+  audience: 'pods.eks.amazonaws.com',
+  verbosity: 'info',
+} as const;
+
+/** Thrown with every violation at once, so an operator fixes the manifest in one go. */
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(`invalid configuration: ${problems.join('; ')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+const OPTIONS = {
+  'cluster-name': { type: 'string' },
+  region: { type: 'string' },
+  endpoint: { type: 'string' },
+  port: { type: 'string' },
+  'bind-hosts': { type: 'string', multiple: true },
+  'probe-port': { type: 'string' },
+  'metrics-address': { type: 'string' },
+  'metrics-port': { type: 'string' },
+  'max-credential-retention-before-renewal': { type: 'string' },
+  'max-cache-size': { type: 'string' },
+  'max-service-qps': { type: 'string' },
+  audience: { type: 'string' },
+  verbosity: { type: 'string', short: 'v' },
+  // Accepted so manifests written for the reference agent keep working; rotation is always on here.
+  'rotate-credentials': { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export const SERVER_USAGE = `Usage: pod-identity-agent server --cluster-name NAME [flags]
+
+  --cluster-name NAME                        EKS cluster name (required)
+  --region REGION                            AWS region (default: AWS_REGION, then AWS_DEFAULT_REGION)
+  --endpoint URL                             EKS Auth endpoint (default: AWS_ENDPOINT_URL_EKS_AUTH,
+                                             AWS_ENDPOINT_URL, then https://eks-auth.REGION.api.aws)
+  --port N                                   credentials port (default 80)
+  --bind-hosts LIST                          addresses to serve on, repeatable or comma separated
+                                             (default 169.254.170.23,[fd00:ec2::23])
+  --probe-port N                             /healthz and /readyz on localhost (default 2703)
+  --metrics-address ADDR                     metrics listen address (default 0.0.0.0)
+  --metrics-port N                           /metrics port (default 2705)
+  --max-credential-retention-before-renewal D  renew cached credentials at most this long after
+                                             fetching them (default 3h; 0 disables caching)
+  --max-cache-size N                         cached identities (default 2000; 0 disables caching)
+  --max-service-qps N                        background renewals per second (default 3)
+  --audience AUD                             token audience required (default pods.eks.amazonaws.com)
+  -v, --verbosity LEVEL                      0-5 or fatal|error|warn|info|debug|trace (default info)
+`;
+
+export interface ParsedServerArgs {
+  readonly help: boolean;
+  readonly config?: Config;
+  readonly warnings: readonly string[];
+}
+
+/** Parses `server` flags; throws ConfigError naming every bad flag. */
+export function parseServerArgs(argv: readonly string[], env: NodeJS.ProcessEnv): ParsedServerArgs {
+  let values: ReturnType<typeof parseFlags>;
+  try {
+    values = parseFlags(argv);
+  } catch (error) {
+    throw new ConfigError([(error as Error).message]);
+  }
+  if (values.help === true) return { help: true, warnings: [] };
+  const warnings = values['rotate-credentials'] === true ? ['--rotate-credentials is accepted for compatibility and has no effect: credentials are always renewed'] : [];
+  return { help: false, config: buildConfig(values, env), warnings };
+}
+
+function parseFlags(argv: readonly string[]) {
+  return parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: false }).values;
+}
+
+function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessEnv): Config {
+  const problems: string[] = [];
+  const check = <T>(parse: () => T): T | undefined => {
+    try {
+      return parse();
+    } catch (error) {
+      problems.push((error as Error).message);
+      return undefined;
+    }
+  };
+
+  const clusterName = check(() => parseClusterName(values['cluster-name']));
+  const region = check(() => parseRegion(values.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION));
+  const endpoint = region === undefined ? undefined : check(() => resolveEndpoint({ flag: values.endpoint, env, region }));
+  const bindHosts = check(() => parseBindHosts(values['bind-hosts'] ?? DEFAULTS.bindHosts));
+  const port = check(() => parsePort('--port', values.port, DEFAULTS.port));
+  const probePort = check(() => parsePort('--probe-port', values['probe-port'], DEFAULTS.probePort));
+  const metricsAddress = check(() => parseAddress('--metrics-address', values['metrics-address'] ?? DEFAULTS.metricsAddress));
+  const metricsPort = check(() => parsePort('--metrics-port', values['metrics-port'], DEFAULTS.metricsPort));
+  const retention = check(() => parseDurationFlag('--max-credential-retention-before-renewal', values['max-credential-retention-before-renewal'] ?? DEFAULTS.maxCredentialRetention));
+  const maxCacheSize = check(() => parseCount('--max-cache-size', values['max-cache-size'], DEFAULTS.maxCacheSize, 0));
+  const maxServiceQps = check(() => parseCount('--max-service-qps', values['max-service-qps'], DEFAULTS.maxServiceQps, 1));
+  const audience = check(() => parseAudience(values.audience ?? DEFAULTS.audience));
+  const logLevel = check(() => parseVerbosity(values.verbosity ?? DEFAULTS.verbosity));
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  // Every value is defined once no problem was recorded.
+  return Object.freeze({
+    clusterName: clusterName!,
+    region: region!,
+    endpoint: endpoint!,
+    bindHosts: Object.freeze(bindHosts!),
+    port: port!,
+    probePort: probePort!,
+    metricsAddress: metricsAddress!,
+    metricsPort: metricsPort!,
+    maxCredentialRetentionMs: retention!,
+    maxCacheSize: maxCacheSize!,
+    maxServiceQps: maxServiceQps!,
+    audience: audience!,
+    logLevel: logLevel!,
+  });
+}
+
+const CLUSTER_NAME = /^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$/;
+
+function parseClusterName(value: string | undefined): string {
+  if (value === undefined || value === '') throw new Error('--cluster-name is required');
+  if (!CLUSTER_NAME.test(value)) {
+    throw new Error(`--cluster-name "${value}" is not a valid EKS cluster name (1-100 characters: letters, digits, - and _, starting with a letter or digit)`);
+  }
+  return value;
+}
+
+const REGION = /^[a-z]{2,4}(-[a-z]+)+-\d{1,2}$/;
+
+function parseRegion(value: string | undefined): string {
+  if (value === undefined || value === '') throw new Error('no region: set --region, AWS_REGION or AWS_DEFAULT_REGION');
+  if (!REGION.test(value)) throw new Error(`region "${value}" is not an AWS region name (like us-west-2)`);
+  return value;
+}
+
+function parseBindHosts(values: readonly string[]): string[] {
+  const hosts = values.flatMap((value) => value.split(',')).map((host) => host.trim()).filter((host) => host !== '');
+  if (hosts.length === 0) throw new Error('--bind-hosts is empty');
+  const unbracketed = hosts.map((host) => parseAddress('--bind-hosts', host));
+  return [...new Set(unbracketed)];
+}
+
+/** An IP literal, IPv6 with or without brackets, returned without brackets. */
+function parseAddress(flag: string, value: string): string {
+  const bare = value.startsWith('[') && value.endsWith(']') ? value.slice(1, -1) : value;
+  if (isIP(bare) === 0) throw new Error(`${flag}: "${value}" is not an IP address`);
+  return bare;
+}
+
+function parsePort(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  // 0 asks the kernel for a free port: useful for tests, never a production setting.
+  if (!/^\d{1,5}$/.test(value) || Number(value) > 65535) throw new Error(`${flag}: "${value}" is not a port number (0-65535)`);
+  return Number(value);
+}
+
+function parseCount(flag: string, value: string | undefined, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  if (!/^\d{1,9}$/.test(value) || Number(value) < min) throw new Error(`${flag}: "${value}" is not a whole number >= ${min}`);
+  return Number(value);
+}
+
+function parseDurationFlag(flag: string, value: string): number {
+  const ms = parseDuration(value);
+  if (ms === undefined) throw new Error(`${flag}: "${value}" is not a duration (like 3h, 90m or 45s)`);
+  return ms;
+}
+
+function parseAudience(value: string): string {
+  if (value.trim() === '') throw new Error('--audience is empty');
+  return value;
+}
+
+const LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
+
+/** The reference takes a number; names are accepted too. 0 is the quietest. */
+function parseVerbosity(value: string): LogLevel {
+  if (/^\d+$/.test(value)) return LEVELS[Math.min(Number(value), LEVELS.length - 1)] as LogLevel;
+  const level = LEVELS.find((name) => name === value.toLowerCase());
+  if (level === undefined) throw new Error(`--verbosity: "${value}" is not 0-5 or one of ${LEVELS.join(', ')}`);
+  return level;
+}

@@ -1,0 +1,79 @@
+/**
+ * Every `{Code, Message}` the agent can answer, listed once. The README documents each code;
+ * test/errors.test.ts fails when one is missing there.
+ */
+export const ERROR_CATALOG = {
+  // The request itself
+  ForbiddenHost: { status: 403, retryable: false, description: 'Host header names none of the agent\'s bind hosts' },
+  NotFound: { status: 404, retryable: false, description: 'path other than /v1/credentials' },
+  MethodNotAllowed: { status: 405, retryable: false, description: 'method other than GET' },
+  // Token checks done locally, before any upstream call
+  MissingToken: { status: 400, retryable: false, description: 'Authorization header missing or empty' },
+  TokenTooLarge: { status: 400, retryable: false, description: 'token longer than 16 KiB' },
+  MalformedToken: { status: 400, retryable: false, description: 'not three base64url segments with a JSON header and payload' },
+  InvalidAudience: { status: 400, retryable: false, description: 'aud does not contain the expected audience' },
+  TokenExpired: { status: 400, retryable: false, description: 'exp is in the past (60 s skew allowed)' },
+  TokenNotYetValid: { status: 400, retryable: false, description: 'nbf is in the future (60 s skew allowed)' },
+  // The upstream call
+  UpstreamUnavailable: { status: 503, retryable: true, description: 'EKS Auth unreachable or timed out within the retry budget' },
+  UpstreamInvalidResponse: { status: 502, retryable: true, description: 'EKS Auth answered something that is not a valid response' },
+  UpstreamCredentialsExpired: { status: 502, retryable: true, description: 'EKS Auth answered credentials with less than the minimum lifetime left' },
+  NodeCredentialsUnavailable: { status: 503, retryable: true, description: 'the node\'s own AWS credentials could not be resolved' },
+  InternalError: { status: 500, retryable: true, description: 'unexpected failure inside the agent' },
+} as const satisfies Record<string, { status: number; retryable: boolean; description: string }>;
+
+export type AgentErrorCode = keyof typeof ERROR_CATALOG;
+
+/**
+ * EKS Auth error names passed through with their status. Names outside this table are passed
+ * through too (sanitised); this table documents what the agent expects and how it treats each.
+ */
+export const UPSTREAM_ERRORS = {
+  AccessDeniedException: { status: 400, retryable: false },
+  ExpiredTokenException: { status: 400, retryable: false },
+  InvalidTokenException: { status: 400, retryable: false },
+  InvalidParameterException: { status: 400, retryable: false },
+  InvalidRequestException: { status: 400, retryable: false },
+  ResourceNotFoundException: { status: 404, retryable: false },
+  ThrottlingException: { status: 429, retryable: true },
+  InternalServerException: { status: 500, retryable: true },
+  ServiceUnavailableException: { status: 503, retryable: true },
+} as const satisfies Record<string, { status: number; retryable: boolean }>;
+
+export interface AgentErrorOptions {
+  readonly retryable?: boolean;
+  readonly upstreamRequestId?: string;
+  readonly cause?: unknown;
+}
+
+/** An error the agent answers to the pod as `{Code, Message}` with `status`. */
+export class AgentError extends Error {
+  readonly code: string;
+  readonly status: number;
+  /** Whether trying again later can succeed (throttling, 5xx, network), as opposed to a verdict on the token. */
+  readonly retryable: boolean;
+  readonly upstreamRequestId: string | undefined;
+
+  constructor(code: string, status: number, message: string, options: AgentErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'AgentError';
+    this.code = code;
+    this.status = status;
+    this.retryable = options.retryable ?? status >= 500;
+    this.upstreamRequestId = options.upstreamRequestId;
+  }
+
+  toJSON(): { Code: string; Message: string } {
+    return { Code: this.code, Message: this.message };
+  }
+}
+
+/** An error from the agent's own catalog. */
+export function agentError(code: AgentErrorCode, message: string, options: AgentErrorOptions = {}): AgentError {
+  const entry = ERROR_CATALOG[code];
+  return new AgentError(code, entry.status, message, { retryable: entry.retryable, ...options });
+}
+
+export function isAgentError(value: unknown): value is AgentError {
+  return value instanceof AgentError;
+}

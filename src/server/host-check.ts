@@ -1,0 +1,39 @@
+import { isIPv6 } from 'node:net';
+
+const HOST_CHARS = /^[A-Za-z0-9.:[\]-]+$/;
+
+/**
+ * Whether a Host header names one of the bind hosts, with or without a port, IPv6 with or
+ * without brackets. Exact matches of the usual forms are answered from a set, without parsing.
+ */
+export function createHostCheck(bindHosts: readonly string[], port: number): (host: string | undefined) => boolean {
+  const canonical = new Set(bindHosts.map((host) => canonicalHost(host)));
+  const fast = new Set<string>();
+  for (const host of canonical) {
+    fast.add(host);
+    fast.add(`${host}:${port}`);
+  }
+  return (header) => {
+    if (header === undefined || header === '') return false;
+    if (fast.has(header)) return true;
+    const host = parseHostHeader(header);
+    return host !== undefined && canonical.has(host);
+  };
+}
+
+/** The hostname as WHATWG URL writes it: lower case, IPv6 bracketed and compressed. */
+function canonicalHost(address: string): string {
+  return new URL(`http://${isIPv6(address) ? `[${address}]` : address}`).hostname;
+}
+
+function parseHostHeader(header: string): string | undefined {
+  if (header.length > 300 || !HOST_CHARS.test(header)) return undefined;
+  // A bare IPv6 address ("fd00:ec2::23") is not a valid Host, but some clients send it.
+  const authority = isIPv6(header) ? `[${header}]` : header;
+  try {
+    const url = new URL(`http://${authority}`);
+    return url.pathname === '/' && url.username === '' ? url.hostname : undefined;
+  } catch {
+    return undefined;
+  }
+}

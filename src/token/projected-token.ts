@@ -1,0 +1,116 @@
+import { agentError } from '../errors.ts';
+
+/** What the agent reads from a projected service-account token without verifying its signature. */
+export interface ProjectedToken {
+  /** The token as the pod sent it; only ever forwarded to the upstream, never logged. */
+  readonly raw: string;
+  /** Epoch seconds. */
+  readonly expiresAt: number;
+  readonly identity: PodIdentity;
+}
+
+/** Who the token says it is, for logs and (later) pod binding. Absent claims stay undefined. */
+export interface PodIdentity {
+  readonly namespace: string | undefined;
+  readonly serviceAccount: string | undefined;
+  readonly podName: string | undefined;
+  readonly podUid: string | undefined;
+}
+
+export interface TokenCheckOptions {
+  readonly audience: string;
+  /** Epoch milliseconds. */
+  readonly now: number;
+  readonly skewSeconds?: number;
+  readonly maxBytes?: number;
+}
+
+export const MAX_TOKEN_BYTES = 16 * 1024;
+const DEFAULT_SKEW_SECONDS = 60;
+const SEGMENT = /^[A-Za-z0-9_-]+$/;
+
+/**
+ * The checks that cost no upstream quota: shape, size, audience and validity window.
+ * Throws an AgentError with a distinct Code for each failure. Messages never quote the token.
+ */
+export function checkProjectedToken(authorization: string | undefined, options: TokenCheckOptions): ProjectedToken {
+  const raw = stripScheme(authorization?.trim() ?? '');
+  if (raw === '') throw agentError('MissingToken', 'the Authorization header must carry the pod\'s service-account token');
+  const maxBytes = options.maxBytes ?? MAX_TOKEN_BYTES;
+  if (Buffer.byteLength(raw) > maxBytes) throw agentError('TokenTooLarge', `the token is longer than ${maxBytes} bytes`);
+
+  const segments = raw.split('.');
+  if (segments.length !== 3 || !segments.every((segment) => SEGMENT.test(segment))) {
+    throw agentError('MalformedToken', 'the token is not a JWT: expected three base64url segments separated by dots');
+  }
+  const header = decodeJsonSegment(segments[0] as string, 'header');
+  if (typeof header.alg !== 'string' || header.alg.toLowerCase() === 'none') {
+    throw agentError('MalformedToken', 'the token header must name a signing algorithm');
+  }
+  const claims = decodeJsonSegment(segments[1] as string, 'payload');
+  checkAudience(claims.aud, options.audience);
+  const expiresAt = checkValidityWindow(claims, options.now / 1000, options.skewSeconds ?? DEFAULT_SKEW_SECONDS);
+  return { raw, expiresAt, identity: readIdentity(claims) };
+}
+
+// SDKs send the bare token; a "Bearer " prefix from a hand-written client is harmless to accept.
+function stripScheme(value: string): string {
+  return /^bearer\s+/i.test(value) ? value.replace(/^bearer\s+/i, '') : value;
+}
+
+type JsonObject = Record<string, unknown>;
+
+function decodeJsonSegment(segment: string, part: 'header' | 'payload'): JsonObject {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
+  } catch {
+    throw agentError('MalformedToken', `the token ${part} is not base64url-encoded JSON`);
+  }
+  if (!isObject(value)) throw agentError('MalformedToken', `the token ${part} is not a JSON object`);
+  return value;
+}
+
+function checkAudience(aud: unknown, expected: string): void {
+  const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
+  if (!audiences.includes(expected)) throw agentError('InvalidAudience', `the token's audience must include "${expected}"`);
+}
+
+function checkValidityWindow(claims: JsonObject, nowSeconds: number, skew: number): number {
+  const { exp, nbf } = claims;
+  if (!isEpochSeconds(exp)) throw agentError('MalformedToken', 'the token has no numeric exp claim');
+  if (exp + skew <= nowSeconds) throw agentError('TokenExpired', `the token expired at ${isoSeconds(exp)}`);
+  if (nbf !== undefined) {
+    if (!isEpochSeconds(nbf)) throw agentError('MalformedToken', 'the token\'s nbf claim is not a number');
+    if (nbf - skew > nowSeconds) throw agentError('TokenNotYetValid', `the token is not valid before ${isoSeconds(nbf)}`);
+  }
+  return exp;
+}
+
+function readIdentity(claims: JsonObject): PodIdentity {
+  const k8s = isObject(claims['kubernetes.io']) ? claims['kubernetes.io'] : {};
+  const serviceAccount = isObject(k8s.serviceaccount) ? k8s.serviceaccount : {};
+  const pod = isObject(k8s.pod) ? k8s.pod : {};
+  return {
+    namespace: asString(k8s.namespace),
+    serviceAccount: asString(serviceAccount.name),
+    podName: asString(pod.name),
+    podUid: asString(pod.uid),
+  };
+}
+
+function isObject(value: unknown): value is JsonObject {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isEpochSeconds(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 && value < 1e11;
+}
+
+function asString(value: unknown): string | undefined {
+  return typeof value === 'string' && value.length <= 253 ? value : undefined;
+}
+
+function isoSeconds(epochSeconds: number): string {
+  return new Date(epochSeconds * 1000).toISOString();
+}

@@ -1,0 +1,23 @@
+/** Temporary credentials for a pod, as the upstream granted them. */
+export interface PodCredentials {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly sessionToken: string;
+  /** Undefined when the upstream's role ARN did not name an account. */
+  readonly accountId: string | undefined;
+  /** Epoch milliseconds. */
+  readonly expiresAt: number;
+}
+
+export interface ExchangeResult {
+  readonly credentials: PodCredentials;
+  readonly requestId: string | undefined;
+}
+
+/**
+ * Turns a pod's token into credentials. EKS Auth is one implementation; failures are
+ * AgentErrors whose `retryable` tells the cache whether stale credentials may stand in.
+ */
+export interface CredentialExchange {
+  exchange(token: string): Promise<ExchangeResult>;
+}

@@ -1,0 +1,105 @@
+import t from 'tap';
+import { ConfigError, parseServerArgs } from '../src/config.ts';
+import { formatDuration, parseDuration } from '../src/duration.ts';
+
+const env = { AWS_REGION: 'us-west-2' };
+
+function configOf(argv: string[], environment: NodeJS.ProcessEnv = env) {
+  const parsed = parseServerArgs(argv, environment);
+  if (parsed.config === undefined) throw new Error('expected a config');
+  return parsed.config;
+}
+
+function problemsOf(argv: string[], environment: NodeJS.ProcessEnv = env): readonly string[] {
+  try {
+    parseServerArgs(argv, environment);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+t.test('defaults match the reference agent', async (t) => {
+  const config = configOf(['--cluster-name', 'c1']);
+  t.same(config.bindHosts, ['169.254.170.23', 'fd00:ec2::23']);
+  t.equal(config.port, 80);
+  t.equal(config.probePort, 2703);
+  t.equal(config.metricsAddress, '0.0.0.0');
+  t.equal(config.metricsPort, 2705);
+  t.equal(config.maxCredentialRetentionMs, 3 * 3600_000);
+  t.equal(config.maxCacheSize, 2000);
+  t.equal(config.maxServiceQps, 3);
+  t.equal(config.audience, 'pods.eks.amazonaws.com');
+  t.equal(config.endpoint.url.href, 'https://eks-auth.us-west-2.api.aws/');
+  t.equal(config.endpoint.source, 'region');
+  t.ok(Object.isFrozen(config));
+});
+
+t.test('bind hosts: repeatable, comma separated, brackets optional, duplicates folded', async (t) => {
+  const config = configOf(['--cluster-name=c1', '--bind-hosts', '127.0.0.1,[::1]', '--bind-hosts=::1', '--bind-hosts', '169.254.170.23']);
+  t.same(config.bindHosts, ['127.0.0.1', '::1', '169.254.170.23']);
+});
+
+t.test('endpoint precedence: flag, AWS_ENDPOINT_URL_EKS_AUTH, AWS_ENDPOINT_URL, partition default', async (t) => {
+  const all = { ...env, AWS_ENDPOINT_URL_EKS_AUTH: 'http://127.0.0.1:1', AWS_ENDPOINT_URL: 'http://127.0.0.1:2' };
+  t.equal(configOf(['--cluster-name', 'c1', '--endpoint', 'http://127.0.0.1:3'], all).endpoint.url.port, '3');
+  t.equal(configOf(['--cluster-name', 'c1'], all).endpoint.source, 'AWS_ENDPOINT_URL_EKS_AUTH');
+  t.equal(configOf(['--cluster-name', 'c1'], { ...env, AWS_ENDPOINT_URL: 'http://127.0.0.1:2' }).endpoint.source, 'AWS_ENDPOINT_URL');
+  t.equal(configOf(['--cluster-name', 'c1', '--region', 'cn-north-1']).endpoint.url.host, 'eks-auth.cn-north-1.api.amazonwebservices.com.cn');
+  t.equal(configOf(['--cluster-name', 'c1'], { ...env, AWS_USE_FIPS_ENDPOINT: 'true' }).endpoint.url.host, 'eks-auth-fips.us-west-2.api.aws');
+});
+
+t.test('region: flag, then AWS_REGION, then AWS_DEFAULT_REGION', async (t) => {
+  t.equal(configOf(['--cluster-name', 'c1', '--region', 'eu-west-1']).region, 'eu-west-1');
+  t.equal(configOf(['--cluster-name', 'c1'], { AWS_DEFAULT_REGION: 'ap-south-1' }).region, 'ap-south-1');
+  t.equal(configOf(['--cluster-name', 'c1'], { AWS_REGION: 'us-east-1', AWS_DEFAULT_REGION: 'ap-south-1' }).region, 'us-east-1');
+});
+
+t.test('every bad flag is named at once', async (t) => {
+  const problems = problemsOf(['--cluster-name=-bad', '--port', '99999', '--probe-port', 'x', '--max-credential-retention-before-renewal', '3 hours', '--bind-hosts', 'example.com', '--max-cache-size=-1', '-v', 'loud'], {});
+  t.match(problems.join('\n'), /--cluster-name "-bad" is not a valid EKS cluster name/);
+  t.match(problems.join('\n'), /no region/);
+  t.match(problems.join('\n'), /--port: "99999" is not a port number/);
+  t.match(problems.join('\n'), /--probe-port: "x"/);
+  t.match(problems.join('\n'), /"3 hours" is not a duration/);
+  t.match(problems.join('\n'), /--bind-hosts: "example.com" is not an IP address/);
+  t.match(problems.join('\n'), /--max-cache-size: "-1"/);
+  t.match(problems.join('\n'), /--verbosity: "loud"/);
+});
+
+t.test('missing cluster name, long cluster name, unknown flag, bad endpoint', async (t) => {
+  t.match(problemsOf([]), ['--cluster-name is required']);
+  t.match(problemsOf(['--cluster-name', 'a'.repeat(101)]), [/not a valid EKS cluster name/]);
+  t.ok(configOf(['--cluster-name', 'a'.repeat(100)]));
+  t.match(problemsOf(['--cluster-name', 'c1', '--colour', 'red']), [/Unknown option '--colour'/]);
+  t.match(problemsOf(['--cluster-name', 'c1', '--endpoint', 'ftp://x']), [/must be an http or https URL/]);
+  t.match(problemsOf(['--cluster-name', 'c1', '--endpoint', 'not a url']), [/is not a URL/]);
+});
+
+t.test('verbosity: numbers like the reference, or level names', async (t) => {
+  t.equal(configOf(['--cluster-name', 'c1', '-v', '0']).logLevel, 'fatal');
+  t.equal(configOf(['--cluster-name', 'c1', '-v', '4']).logLevel, 'debug');
+  t.equal(configOf(['--cluster-name', 'c1', '--verbosity', 'TRACE']).logLevel, 'trace');
+});
+
+t.test('--rotate-credentials is accepted with a warning; --help asks for usage', async (t) => {
+  const parsed = parseServerArgs(['--cluster-name', 'c1', '--rotate-credentials'], env);
+  t.match(parsed.warnings, [/no effect/]);
+  t.equal(parseServerArgs(['--help'], {}).help, true);
+});
+
+t.test('Go-style durations', async (t) => {
+  t.equal(parseDuration('3h'), 10_800_000);
+  t.equal(parseDuration('1h30m'), 5_400_000);
+  t.equal(parseDuration('1.5h'), 5_400_000);
+  t.equal(parseDuration('90s'), 90_000);
+  t.equal(parseDuration('250ms'), 250);
+  t.equal(parseDuration('0'), 0);
+  t.equal(parseDuration('0s'), 0);
+  for (const bad of ['', '3', 'h', '-3h', '3 h', '3hours', '1h 30m']) t.equal(parseDuration(bad), undefined, bad);
+  t.equal(formatDuration(10_800_000), '3h');
+  t.equal(formatDuration(5_400_000), '1h30m');
+  t.equal(formatDuration(1500), '1s500ms');
+  t.equal(formatDuration(0), '0ms');
+});
