@@ -1,0 +1,125 @@
+import { request } from 'node:http';
+import type { Test } from 'tap';
+import { type Agent, type AgentAddresses, buildAgent } from '../../src/agent.ts';
+import { parseServerArgs } from '../../src/config.ts';
+import { type EksAuthEmulator, type EmulatorOptions, startEksAuthEmulator } from '../../src/emulator/eks-auth-emulator.ts';
+import { type IssueOptions, type TokenIssuer, createTokenIssuer } from '../../src/emulator/token-issuer.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import type { RetryPolicy } from '../../src/upstream/retry.ts';
+import { type LogAudit, createLogAudit } from './log-audit.ts';
+
+export const NODE_CREDENTIALS = Object.freeze({ accessKeyId: 'AKIANODEEXAMPLE00001', secretAccessKey: 'node-secret-access-key-0000000000000000000' });
+
+export interface HarnessOptions {
+  readonly args?: readonly string[];
+  readonly retry?: RetryPolicy;
+  readonly emulator?: Partial<EmulatorOptions>;
+}
+
+export interface Reply {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly text: string;
+  readonly json: Record<string, unknown> | undefined;
+}
+
+export interface RequestOptions {
+  readonly path?: string;
+  readonly method?: string;
+  readonly host?: string;
+  readonly authorization?: string;
+}
+
+export interface Harness {
+  readonly agent: Agent;
+  readonly addresses: AgentAddresses;
+  readonly emulator: EksAuthEmulator;
+  readonly issuer: TokenIssuer;
+  readonly audit: LogAudit;
+  /** `http://127.0.0.1:PORT/v1/credentials` */
+  readonly credentialsUrl: string;
+  /** A token for a pod; recorded so that the log audit can look for it. */
+  token(options?: Partial<IssueOptions>): Promise<string>;
+  send(options?: RequestOptions): Promise<Reply>;
+}
+
+/** Emulator, token issuer and agent on loopback, torn down (and their logs audited) with the test. */
+export async function startHarness(t: Test, options: HarnessOptions = {}): Promise<Harness> {
+  const audit = createLogAudit();
+  audit.secrets.add(NODE_CREDENTIALS.secretAccessKey);
+  const issuer = await createTokenIssuer();
+  const emulator = await startEksAuthEmulator({
+    nodeCredentials: [NODE_CREDENTIALS],
+    region: 'us-west-2',
+    clusterName: 'c1',
+    verificationKey: issuer.publicKey,
+    associations: [
+      { namespace: 'default', serviceAccount: 'app', roleArn: 'arn:aws:iam::111122223333:role/app' },
+      { namespace: 'team-b', serviceAccount: 'worker', roleArn: 'arn:aws:iam::111122223333:role/worker' },
+    ],
+    ...options.emulator,
+  });
+  const parsed = parseServerArgs(
+    ['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '-v', 'debug', ...(options.args ?? [])],
+    {},
+  );
+  const logger = createLogger({ level: parsed.config?.logLevel ?? 'debug', destination: audit.sink });
+  const agent = buildAgent(parsed.config!, {
+    logger,
+    credentialProvider: async () => NODE_CREDENTIALS,
+    ...(options.retry === undefined ? {} : { retry: options.retry }),
+  });
+  const addresses = await agent.listen();
+  t.teardown(async () => {
+    await agent.close();
+    await emulator.close();
+    audit.assertClean();
+  });
+  const port = addresses.credentials[0]!.port;
+  return {
+    agent,
+    addresses,
+    emulator,
+    issuer,
+    audit,
+    credentialsUrl: `http://127.0.0.1:${port}/v1/credentials`,
+    async token(claims = {}) {
+      const token = await issuer.issue({ namespace: 'default', serviceAccount: 'app', podName: 'app-7d9f', ...claims });
+      audit.secrets.add(token);
+      return token;
+    },
+    send: (requestOptions = {}) => sendRequest(port, requestOptions, audit),
+  };
+}
+
+/** A raw request, so that tests control the Host header; never through a proxy. */
+export function sendRequest(port: number, options: RequestOptions, audit?: LogAudit): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { host: options.host ?? `127.0.0.1:${port}` };
+    if (options.authorization !== undefined) headers.authorization = options.authorization;
+    const req = request({ host: '127.0.0.1', port, path: options.path ?? '/v1/credentials', method: options.method ?? 'GET', headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        const json = parseJson(text);
+        if (json !== undefined && typeof json.SecretAccessKey === 'string') audit?.secrets.add(json.SecretAccessKey);
+        if (json !== undefined && typeof json.Token === 'string') audit?.secrets.add(json.Token);
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function parseJson(text: string): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+

@@ -1,0 +1,81 @@
+import t from 'tap';
+import { checkProjectedToken } from '../src/token/projected-token.ts';
+import { isAgentError } from '../src/errors.ts';
+
+const NOW = Date.parse('2026-11-25T12:00:00Z');
+const nowSeconds = NOW / 1000;
+const options = { audience: 'pods.eks.amazonaws.com', now: NOW };
+
+function b64(value: unknown): string {
+  return Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+}
+
+function jwt(claims: Record<string, unknown>, header: Record<string, unknown> = { alg: 'RS256', kid: 'k1' }): string {
+  return `${b64(header)}.${b64(claims)}.${b64('signature')}`;
+}
+
+const good = {
+  aud: ['pods.eks.amazonaws.com'],
+  exp: nowSeconds + 3600,
+  nbf: nowSeconds - 10,
+  'kubernetes.io': { namespace: 'ns1', serviceaccount: { name: 'sa1', uid: 'u1' }, pod: { name: 'pod-a', uid: 'p1' } },
+};
+
+function codeOf(authorization: string | undefined): string {
+  try {
+    checkProjectedToken(authorization, options);
+  } catch (error) {
+    if (isAgentError(error)) return `${error.status} ${error.code}`;
+    throw error;
+  }
+  return 'accepted';
+}
+
+t.test('a well-formed token passes and yields the pod identity', async (t) => {
+  const token = jwt(good);
+  const parsed = checkProjectedToken(token, options);
+  t.equal(parsed.raw, token);
+  t.equal(parsed.expiresAt, good.exp);
+  t.same(parsed.identity, { namespace: 'ns1', serviceAccount: 'sa1', podName: 'pod-a', podUid: 'p1' });
+  t.equal(checkProjectedToken(`Bearer ${token}`, options).raw, token, 'a Bearer prefix is tolerated');
+  t.equal(checkProjectedToken(`${token}\n`, options).raw, token, 'surrounding whitespace is tolerated');
+  t.equal(codeOf(jwt({ ...good, aud: 'pods.eks.amazonaws.com' })), 'accepted', 'a string aud is accepted');
+});
+
+t.test('each failure has its own Code, all 400', async (t) => {
+  t.equal(codeOf(undefined), '400 MissingToken');
+  t.equal(codeOf(''), '400 MissingToken');
+  t.equal(codeOf('   '), '400 MissingToken');
+  t.equal(codeOf(jwt({ ...good, pad: 'x'.repeat(17_000) })), '400 TokenTooLarge');
+  t.equal(codeOf('abc.def'), '400 MalformedToken');
+  t.equal(codeOf('a.b.c.d'), '400 MalformedToken');
+  t.equal(codeOf(`${b64({ alg: 'RS256' })}.${b64(good)}.`), '400 MalformedToken', 'empty signature');
+  t.equal(codeOf(`${b64({ alg: 'RS256' })}.${b64(good)}.sig+nature`), '400 MalformedToken', 'not base64url');
+  t.equal(codeOf(`${b64({ alg: 'RS256' })}.${b64('not json')}.c2ln`), '400 MalformedToken');
+  t.equal(codeOf(`${b64({ alg: 'RS256' })}.${b64([1, 2])}.c2ln`), '400 MalformedToken', 'payload not an object');
+  t.equal(codeOf(jwt(good, { alg: 'none' })), '400 MalformedToken', 'alg none');
+  t.equal(codeOf(jwt(good, { typ: 'JWT' })), '400 MalformedToken', 'no alg');
+  t.equal(codeOf(jwt({ ...good, aud: ['sts.amazonaws.com'] })), '400 InvalidAudience');
+  t.equal(codeOf(jwt({ ...good, aud: undefined })), '400 InvalidAudience');
+  t.equal(codeOf(jwt({ ...good, exp: undefined })), '400 MalformedToken', 'no exp');
+  t.equal(codeOf(jwt({ ...good, exp: '2030' })), '400 MalformedToken', 'string exp');
+  t.equal(codeOf(jwt({ ...good, exp: 1e15 })), '400 MalformedToken', 'absurd exp');
+  t.equal(codeOf(jwt({ ...good, exp: nowSeconds - 61 })), '400 TokenExpired');
+  t.equal(codeOf(jwt({ ...good, nbf: nowSeconds + 61 })), '400 TokenNotYetValid');
+  t.equal(codeOf(jwt({ ...good, nbf: 'soon' })), '400 MalformedToken');
+});
+
+t.test('60 s of clock skew is allowed either way', async (t) => {
+  t.equal(codeOf(jwt({ ...good, exp: nowSeconds - 59 })), 'accepted');
+  t.equal(codeOf(jwt({ ...good, nbf: nowSeconds + 59 })), 'accepted');
+});
+
+t.test('error messages never quote the token', async (t) => {
+  const token = jwt({ ...good, exp: nowSeconds - 3600 });
+  try {
+    checkProjectedToken(token, options);
+    t.fail('expected a rejection');
+  } catch (error) {
+    t.notMatch((error as Error).message, token.split('.')[1] as string);
+  }
+});
