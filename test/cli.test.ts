@@ -1,0 +1,137 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { promisify } from 'node:util';
+import t from 'tap';
+import { startEksAuthEmulator } from '../src/emulator/eks-auth-emulator.ts';
+import { createTokenIssuer } from '../src/emulator/token-issuer.ts';
+import { VERSION } from '../src/version.ts';
+import { NODE_CREDENTIALS, sendRequest } from './helpers/harness.ts';
+import { createLogAudit } from './helpers/log-audit.ts';
+
+const run = promisify(execFile);
+const CLI = new URL('../dist/cli.js', import.meta.url).pathname;
+const BASE_ENV = { PATH: process.env.PATH ?? '', HOME: '/nonexistent', AWS_EC2_METADATA_DISABLED: 'true' };
+
+interface Exit {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Exit> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: { ...BASE_ENV, ...env }, timeout: 10_000 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+t.test('version', async (t) => {
+  const result = await cli(['version']);
+  t.equal(result.code, 0);
+  t.equal(result.stdout, `${VERSION}\n`);
+});
+
+t.test('start-up fails fast with one clear line', async (t) => {
+  const region = { AWS_REGION: 'us-west-2' };
+  const cases: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
+    ['missing cluster name', ['server'], region, /--cluster-name is required/],
+    ['bad cluster name', ['server', '--cluster-name', 'bad name!'], region, /not a valid EKS cluster name/],
+    ['missing region', ['server', '--cluster-name', 'c1'], {}, /no region: set --region, AWS_REGION or AWS_DEFAULT_REGION/],
+    ['bad duration', ['server', '--cluster-name', 'c1', '--max-credential-retention-before-renewal', 'forever'], region, /"forever" is not a duration/],
+    ['bad port', ['server', '--cluster-name', 'c1', '--port', 'eighty'], region, /--port: "eighty" is not a port number/],
+    ['unbindable IPv4 address', ['server', '--cluster-name', 'c1', '--bind-hosts', '192.0.2.1', '--port', '0', '--probe-port', '0', '--metrics-port', '0'], region, /cannot listen on 192\.0\.2\.1:0: EADDRNOTAVAIL/],
+    ['unknown command', ['serve'], {}, /unknown command "serve"/],
+  ];
+  for (const [name, args, env, message] of cases) {
+    const result = await cli(args, env);
+    t.not(result.code, 0, `${name}: non-zero exit`);
+    t.match(result.stderr, message, name);
+    t.equal(result.stderr.trim().split('\n').filter((line) => line.startsWith('pod-identity-agent:')).length, 1, `${name}: one line`);
+  }
+});
+
+t.test('a port already in use is fatal', async (t) => {
+  const port = await freePort();
+  const holder = createServer().listen(port, '127.0.0.1');
+  t.teardown(() => holder.close());
+  const result = await cli(['server', '--cluster-name', 'c1', '--region', 'us-west-2', '--bind-hosts', '127.0.0.1', '--port', String(port), '--probe-port', '0', '--metrics-port', '0']);
+  t.equal(result.code, 1);
+  t.match(result.stderr, /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/);
+});
+
+/** Waits for the line that says the server is up; collects all output. */
+function startServer(args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; output: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'server', ...args], { env: { ...BASE_ENV, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 10_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('probes and metrics listening')) {
+        clearTimeout(timer);
+        resolve({ child, output: () => output });
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (code) => reject(new Error(`server exited with ${code}:\n${output}`)));
+  });
+}
+
+t.test('the documented command line serves credentials; an absent IPv6 bind host is a warning; SIGTERM exits 0', async (t) => {
+  const issuer = await createTokenIssuer();
+  const emulator = await startEksAuthEmulator({
+    nodeCredentials: [NODE_CREDENTIALS],
+    region: 'us-west-2',
+    clusterName: 'c1',
+    verificationKey: issuer.publicKey,
+    associations: [{ namespace: 'default', serviceAccount: 'app', roleArn: 'arn:aws:iam::111122223333:role/app' }],
+  });
+  t.teardown(() => emulator.close());
+  const [port, probePort, metricsPort] = [await freePort(), await freePort(), await freePort()];
+  const { child, output } = await startServer(
+    ['--cluster-name', 'c1', '--bind-hosts', '127.0.0.1,[fd00:ec2::23]', '--port', String(port), '--probe-port', String(probePort), '--metrics-port', String(metricsPort), '--endpoint', emulator.url],
+    { AWS_REGION: 'us-west-2', AWS_ACCESS_KEY_ID: NODE_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: NODE_CREDENTIALS.secretAccessKey },
+  );
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  t.teardown(() => child.kill('SIGKILL'));
+
+  const audit = createLogAudit();
+  audit.secrets.add(NODE_CREDENTIALS.secretAccessKey);
+  const token = await issuer.issue({ namespace: 'default', serviceAccount: 'app', podName: 'app-1' });
+  audit.secrets.add(token);
+  const reply = await sendRequest(port, { authorization: token }, audit);
+  t.equal(reply.status, 200);
+  t.match(reply.json, { AccessKeyId: /^ASIA/, AccountId: '111122223333' });
+  t.match(emulator.calls, [{ status: 200, accessKeyId: NODE_CREDENTIALS.accessKeyId }], 'signed with the node credentials from the environment');
+
+  const healthz = await sendRequest(probePort, { path: '/healthz', host: '127.0.0.1' });
+  t.equal(healthz.status, 200);
+  const readyz = await sendRequest(probePort, { path: '/readyz', host: '127.0.0.1' });
+  t.equal(readyz.status, 200, readyz.text);
+  t.match(readyz.json, { ready: true, checks: { listeners: [{ address: `127.0.0.1:${port}`, ok: true }], nodeCredentials: { ok: true } } });
+  const metrics = await sendRequest(metricsPort, { path: '/metrics', host: '127.0.0.1' });
+  t.match(metrics.text, /pod_identity_http_response\{code="200"\} 1/);
+
+  child.kill('SIGTERM');
+  t.equal(await exited, 0, 'SIGTERM exits 0');
+  const lines = output().trim().split('\n');
+  const logs = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+  t.match(logs[0], { level: 'info', msg: 'starting pod-identity-agent', version: VERSION, config: { clusterName: 'c1', endpointSource: '--endpoint' } });
+  t.match(logs.find((line) => line.address === 'fd00:ec2::23'), { level: 'warn', msg: /IPv6 bind host unavailable/ });
+  t.match(logs.at(-1), { msg: 'stopped' });
+  const leaks = lines.filter((line) => line.includes(token) || line.includes(NODE_CREDENTIALS.secretAccessKey) || (reply.json !== undefined && line.includes(String(reply.json.SecretAccessKey))));
+  t.same(leaks, [], 'no token or secret in the process output');
+});
