@@ -1,12 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fromHttp } from '@aws-sdk/credential-providers';
 import { buildAgent } from './agent.ts';
 import { parseServerArgs } from './config.ts';
-import { startEksAuthEmulator } from './emulator/eks-auth-emulator.ts';
-import { createTokenIssuer } from './emulator/token-issuer.ts';
+import { startEmulatedCluster } from './emulator/emulated-cluster.ts';
 import { createLogger } from './observability/logger.ts';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
@@ -16,13 +14,8 @@ const say = (line: string) => process.stdout.write(`${line}\n`);
  * for JavaScript fetching credentials the way a pod does. Prints what happened, never a secret.
  */
 export async function runDemo(): Promise<number> {
-  const nodeCredentials = { accessKeyId: 'AKIADEMONODE00000000', secretAccessKey: randomBytes(30).toString('base64') };
-  const issuer = await createTokenIssuer();
-  const emulator = await startEksAuthEmulator({
-    nodeCredentials: [nodeCredentials],
-    region: 'us-west-2',
+  const { issuer, emulator, nodeCredentials } = await startEmulatedCluster({
     clusterName: 'demo',
-    verificationKey: issuer.publicKey,
     associations: [{ namespace: 'default', serviceAccount: 'demo-app', roleArn: 'arn:aws:iam::111122223333:role/demo-app' }],
   });
   const { config } = parseServerArgs(

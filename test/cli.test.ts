@@ -2,10 +2,8 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { startEksAuthEmulator } from '../src/emulator/eks-auth-emulator.ts';
-import { createTokenIssuer } from '../src/emulator/token-issuer.ts';
 import { VERSION } from '../src/version.ts';
-import { NODE_CREDENTIALS, sendRequest } from './helpers/harness.ts';
+import { NODE_CREDENTIALS, sendRequest, startTestCluster } from './helpers/harness.ts';
 import { createLogAudit } from './helpers/log-audit.ts';
 
 const run = promisify(execFile);
@@ -91,14 +89,7 @@ function startServer(args: string[], env: NodeJS.ProcessEnv): Promise<{ child: C
 }
 
 t.test('the documented command line serves credentials; an absent IPv6 bind host is a warning; SIGTERM exits 0', async (t) => {
-  const issuer = await createTokenIssuer();
-  const emulator = await startEksAuthEmulator({
-    nodeCredentials: [NODE_CREDENTIALS],
-    region: 'us-west-2',
-    clusterName: 'c1',
-    verificationKey: issuer.publicKey,
-    associations: [{ namespace: 'default', serviceAccount: 'app', roleArn: 'arn:aws:iam::111122223333:role/app' }],
-  });
+  const { issuer, emulator } = await startTestCluster();
   t.teardown(() => emulator.close());
   const [port, probePort, metricsPort] = [await freePort(), await freePort(), await freePort()];
   const { child, output } = await startServer(

@@ -33,10 +33,22 @@ function keyIdOf(body: Buffer): string {
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
-t.test('concurrent misses share one upstream call; later requests are hits', async (t) => {
-  const clock = { now: 1_000_000 };
+/** Lets a lookup reach the upstream, answers it, and returns the lookup's result. */
+async function settle<T>(lookup: Promise<T>, answer: () => void): Promise<T> {
+  await tick();
+  answer();
+  return lookup;
+}
+
+function newCache(options: { maxSize?: number; retentionMs?: number } = {}) {
+  const clock = { now: 0 };
   const upstream = scriptedExchange(clock);
-  const cache = new CredentialCache({ exchange: upstream.exchange, maxSize: 10, retentionMs: 3 * HOUR, now: () => clock.now });
+  const cache = new CredentialCache({ exchange: upstream.exchange, maxSize: options.maxSize ?? 10, retentionMs: options.retentionMs ?? 3 * HOUR, now: () => clock.now });
+  return { clock, upstream, cache };
+}
+
+t.test('concurrent misses share one upstream call; later requests are hits', async (t) => {
+  const { upstream, cache } = newCache();
   const lookups = Promise.all([cache.get('tok'), cache.get('tok'), cache.get('tok')]);
   await tick();
   t.equal(upstream.calls.length, 1);
@@ -51,9 +63,7 @@ t.test('concurrent misses share one upstream call; later requests are hits', asy
 });
 
 t.test('a failure reaches every waiter and is not cached', async (t) => {
-  const clock = { now: 0 };
-  const upstream = scriptedExchange(clock);
-  const cache = new CredentialCache({ exchange: upstream.exchange, maxSize: 10, retentionMs: 3 * HOUR, now: () => clock.now });
+  const { upstream, cache } = newCache();
   const lookups = Promise.allSettled([cache.get('tok'), cache.get('tok')]);
   await tick();
   upstream.fail(new AgentError('AccessDeniedException', 400, 'denied', { retryable: false }));
@@ -67,9 +77,7 @@ t.test('a failure reaches every waiter and is not cached', async (t) => {
 });
 
 t.test('renewal is due at two thirds of the lifetime or the retention, whichever is first', async (t) => {
-  const clock = { now: 0 };
-  const upstream = scriptedExchange(clock);
-  const cache = new CredentialCache({ exchange: upstream.exchange, maxSize: 10, retentionMs: 3 * HOUR, now: () => clock.now });
+  const { clock, upstream, cache } = newCache();
   const first = cache.get('tok');
   await tick();
   upstream.succeed(HOUR);
@@ -86,13 +94,8 @@ t.test('renewal is due at two thirds of the lifetime or the retention, whichever
 });
 
 t.test('stale credentials stand in during a retryable failure, never with under 15 s left', async (t) => {
-  const clock = { now: 0 };
-  const upstream = scriptedExchange(clock);
-  const cache = new CredentialCache({ exchange: upstream.exchange, maxSize: 10, retentionMs: 3 * HOUR, now: () => clock.now });
-  const first = cache.get('tok');
-  await tick();
-  upstream.succeed(HOUR);
-  await first;
+  const { clock, upstream, cache } = newCache();
+  await settle(cache.get('tok'), () => upstream.succeed(HOUR));
   clock.now = 50 * 60_000;
   const during = cache.get('tok');
   await tick();
@@ -109,13 +112,8 @@ t.test('stale credentials stand in during a retryable failure, never with under 
 });
 
 t.test('a non-retryable answer drops the cached identity', async (t) => {
-  const clock = { now: 0 };
-  const upstream = scriptedExchange(clock);
-  const cache = new CredentialCache({ exchange: upstream.exchange, maxSize: 10, retentionMs: 3 * HOUR, now: () => clock.now });
-  const first = cache.get('tok');
-  await tick();
-  upstream.succeed(HOUR);
-  await first;
+  const { clock, upstream, cache } = newCache();
+  await settle(cache.get('tok'), () => upstream.succeed(HOUR));
   clock.now = 0.7 * HOUR;
   const renewal = cache.get('tok');
   await tick();
@@ -125,9 +123,7 @@ t.test('a non-retryable answer drops the cached identity', async (t) => {
 });
 
 t.test('credentials that expire too soon are refused, not cached', async (t) => {
-  const clock = { now: 0 };
-  const upstream = scriptedExchange(clock);
-  const cache = new CredentialCache({ exchange: upstream.exchange, maxSize: 10, retentionMs: 3 * HOUR, now: () => clock.now });
+  const { upstream, cache } = newCache();
   const first = cache.get('tok');
   await tick();
   upstream.succeed(10_000);
@@ -136,20 +132,10 @@ t.test('credentials that expire too soon are refused, not cached', async (t) => 
 });
 
 t.test('bounded: the least recently used identity is evicted', async (t) => {
-  const clock = { now: 0 };
-  const upstream = scriptedExchange(clock);
-  const cache = new CredentialCache({ exchange: upstream.exchange, maxSize: 2, retentionMs: 3 * HOUR, now: () => clock.now });
-  for (const token of ['a', 'b']) {
-    const lookup = cache.get(token);
-    await tick();
-    upstream.succeed();
-    await lookup;
-  }
+  const { upstream, cache } = newCache({ maxSize: 2 });
+  for (const token of ['a', 'b']) await settle(cache.get(token), () => upstream.succeed());
   t.equal((await cache.get('a')).outcome, 'hit', 'a is now the most recently used');
-  const c = cache.get('c');
-  await tick();
-  upstream.succeed();
-  await c;
+  await settle(cache.get('c'), () => upstream.succeed());
   t.equal(cache.size, 2);
   t.equal((await cache.get('a')).outcome, 'hit');
   const b = cache.get('b');
@@ -161,9 +147,7 @@ t.test('bounded: the least recently used identity is evicted', async (t) => {
 
 t.test('size 0 or retention 0 disables caching but keeps single flight', async (t) => {
   for (const options of [{ maxSize: 0, retentionMs: 3 * HOUR }, { maxSize: 10, retentionMs: 0 }]) {
-    const clock = { now: 0 };
-    const upstream = scriptedExchange(clock);
-    const cache = new CredentialCache({ exchange: upstream.exchange, ...options, now: () => clock.now });
+    const { upstream, cache } = newCache(options);
     const both = Promise.all([cache.get('tok'), cache.get('tok')]);
     await tick();
     t.equal(upstream.calls.length, 1);

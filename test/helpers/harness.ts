@@ -2,8 +2,9 @@ import { request } from 'node:http';
 import type { Test } from 'tap';
 import { type Agent, type AgentAddresses, buildAgent } from '../../src/agent.ts';
 import { parseServerArgs } from '../../src/config.ts';
-import { type EksAuthEmulator, type EmulatorOptions, startEksAuthEmulator } from '../../src/emulator/eks-auth-emulator.ts';
-import { type IssueOptions, type TokenIssuer, createTokenIssuer } from '../../src/emulator/token-issuer.ts';
+import type { EksAuthEmulator, EmulatorOptions } from '../../src/emulator/eks-auth-emulator.ts';
+import { type EmulatedCluster, startEmulatedCluster } from '../../src/emulator/emulated-cluster.ts';
+import type { IssueOptions, TokenIssuer } from '../../src/emulator/token-issuer.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import type { RetryPolicy } from '../../src/upstream/retry.ts';
 import { type LogAudit, createLogAudit } from './log-audit.ts';
@@ -43,22 +44,24 @@ export interface Harness {
   send(options?: RequestOptions): Promise<Reply>;
 }
 
-/** Emulator, token issuer and agent on loopback, torn down (and their logs audited) with the test. */
-export async function startHarness(t: Test, options: HarnessOptions = {}): Promise<Harness> {
-  const audit = createLogAudit();
-  audit.secrets.add(NODE_CREDENTIALS.secretAccessKey);
-  const issuer = await createTokenIssuer();
-  const emulator = await startEksAuthEmulator({
+/** The emulated cluster every test uses: cluster c1, two associations, the node's fixed keys. */
+export function startTestCluster(overrides: Partial<EmulatorOptions> = {}): Promise<EmulatedCluster> {
+  return startEmulatedCluster({
     nodeCredentials: [NODE_CREDENTIALS],
-    region: 'us-west-2',
     clusterName: 'c1',
-    verificationKey: issuer.publicKey,
     associations: [
       { namespace: 'default', serviceAccount: 'app', roleArn: 'arn:aws:iam::111122223333:role/app' },
       { namespace: 'team-b', serviceAccount: 'worker', roleArn: 'arn:aws:iam::111122223333:role/worker' },
     ],
-    ...options.emulator,
+    ...overrides,
   });
+}
+
+/** Emulator, token issuer and agent on loopback, torn down (and their logs audited) with the test. */
+export async function startHarness(t: Test, options: HarnessOptions = {}): Promise<Harness> {
+  const audit = createLogAudit();
+  audit.secrets.add(NODE_CREDENTIALS.secretAccessKey);
+  const { issuer, emulator } = await startTestCluster(options.emulator);
   const parsed = parseServerArgs(
     ['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '-v', 'debug', ...(options.args ?? [])],
     {},
