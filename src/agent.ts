@@ -66,8 +66,16 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     exchange,
     maxSize: config.maxCacheSize,
     retentionMs: config.maxCredentialRetentionMs,
+    negativeTtlMs: config.negativeCacheTtlMs,
+    renewalsPerSecond: config.maxServiceQps,
+    observer: {
+      lookup: (outcome) => metrics.cacheLookups.inc({ outcome }),
+      renewal: (outcome) => metrics.cacheRenewals.inc({ outcome }),
+      eviction: (reason) => metrics.cacheEvictions.inc({ reason }),
+    },
     ...(deps.now === undefined ? {} : { now: deps.now }),
   });
+  metrics.observeCacheSize(() => cache.size);
   const credentialsHandler = createCredentialsHandler({
     bindHosts: config.bindHosts,
     port: config.port,
@@ -107,6 +115,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
         if (bound.length === 0) throw new Error(`no bind host could be bound (${config.bindHosts.join(', ')})`);
         const probe = await listen(probeServer, '127.0.0.1', config.probePort);
         const metricsAddress = await listen(metricsServer, config.metricsAddress, config.metricsPort);
+        cache.start();
         logger.info({ probe: `127.0.0.1:${probe.port}`, metrics: `${config.metricsAddress}:${metricsAddress.port}` }, 'probes and metrics listening');
         return { credentials: [...bound], probe, metrics: metricsAddress };
       } catch (error) {
@@ -116,6 +125,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     },
     close() {
       closing ??= (async () => {
+        cache.close();
         await Promise.all([...credentialServers, probeServer, metricsServer].map(closeServer));
         if (ownsDispatcher) await dispatcher.close();
       })();

@@ -17,6 +17,7 @@ export interface Config {
   readonly maxCredentialRetentionMs: number;
   readonly maxCacheSize: number;
   readonly maxServiceQps: number;
+  readonly negativeCacheTtlMs: number;
   readonly audience: string;
   readonly logLevel: LogLevel;
 }
@@ -32,6 +33,7 @@ export const DEFAULTS = {
   maxCredentialRetention: '3h',
   maxCacheSize: 2000,
   maxServiceQps: 3,
+  negativeCacheTtl: '10s',
   audience: 'pods.eks.amazonaws.com',
   verbosity: 'info',
 } as const;
@@ -58,6 +60,7 @@ const OPTIONS = {
   'max-credential-retention-before-renewal': { type: 'string' },
   'max-cache-size': { type: 'string' },
   'max-service-qps': { type: 'string' },
+  'negative-cache-ttl': { type: 'string' },
   audience: { type: 'string' },
   verbosity: { type: 'string', short: 'v' },
   // Accepted so manifests written for the reference agent keep working; rotation is always on here.
@@ -81,6 +84,8 @@ export const SERVER_USAGE = `Usage: pod-identity-agent server --cluster-name NAM
                                              fetching them (default 3h; 0 disables caching)
   --max-cache-size N                         cached identities (default 2000; 0 disables caching)
   --max-service-qps N                        background renewals per second (default 3)
+  --negative-cache-ttl D                     how long an EKS Auth refusal of a token is remembered
+                                             and repeated without a new call (default 10s; 0 disables)
   --audience AUD                             token audience required (default pods.eks.amazonaws.com)
   -v, --verbosity LEVEL                      0-5 or fatal|error|warn|info|debug|trace (default info)
 `;
@@ -130,6 +135,7 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
   const retention = check(() => parseDurationFlag('--max-credential-retention-before-renewal', values['max-credential-retention-before-renewal'] ?? DEFAULTS.maxCredentialRetention));
   const maxCacheSize = check(() => parseCount('--max-cache-size', values['max-cache-size'], DEFAULTS.maxCacheSize, 0));
   const maxServiceQps = check(() => parseCount('--max-service-qps', values['max-service-qps'], DEFAULTS.maxServiceQps, 1));
+  const negativeCacheTtl = check(() => parseDurationFlag('--negative-cache-ttl', values['negative-cache-ttl'] ?? DEFAULTS.negativeCacheTtl));
   const audience = check(() => parseAudience(values.audience ?? DEFAULTS.audience));
   const logLevel = check(() => parseVerbosity(values.verbosity ?? DEFAULTS.verbosity));
 
@@ -147,6 +153,7 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
     maxCredentialRetentionMs: retention!,
     maxCacheSize: maxCacheSize!,
     maxServiceQps: maxServiceQps!,
+    negativeCacheTtlMs: negativeCacheTtl!,
     audience: audience!,
     logLevel: logLevel!,
   });

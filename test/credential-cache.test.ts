@@ -1,163 +1,291 @@
 import t from 'tap';
-import { CredentialCache } from '../src/cache/credential-cache.ts';
+import { type CacheResult, CredentialCache, type CredentialCacheOptions } from '../src/cache/credential-cache.ts';
 import { AgentError, agentError } from '../src/errors.ts';
-import type { CredentialExchange, ExchangeResult } from '../src/upstream/types.ts';
+import type { ProjectedToken } from '../src/token/projected-token.ts';
+import type { ExchangeResult } from '../src/upstream/types.ts';
 
 const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
 
-/** An upstream whose answers the test decides, one call at a time. */
-function scriptedExchange(clock: { now: number }) {
+function tokenFor(name: string, expiresAtMs = 10 * DAY): ProjectedToken {
+  return {
+    raw: `raw-${name}`,
+    key: `key-${name}`,
+    expiresAt: expiresAtMs / 1000,
+    notBefore: undefined,
+    identity: { namespace: undefined, serviceAccount: undefined, podName: undefined, podUid: undefined },
+  };
+}
+
+/** An upstream whose answers the test gives, one call at a time, in order. */
+function scriptedUpstream(clock: { now: number }) {
   const calls: string[] = [];
   const pending: { resolve: (r: ExchangeResult) => void; reject: (e: Error) => void }[] = [];
   let serial = 0;
-  const exchange: CredentialExchange = {
-    exchange(token) {
+  return {
+    calls,
+    get waiting() {
+      return pending.length;
+    },
+    exchange: (token: string) => {
       calls.push(token);
-      return new Promise((resolve, reject) => pending.push({ resolve, reject }));
+      return new Promise<ExchangeResult>((resolve, reject) => pending.push({ resolve, reject }));
+    },
+    succeed(lifetimeMs = 6 * HOUR) {
+      serial += 1;
+      const credentials = { accessKeyId: `ASIA${serial}`, secretAccessKey: 's', sessionToken: 't', accountId: '123456789012', expiresAt: clock.now + lifetimeMs };
+      pending.shift()?.resolve({ credentials, requestId: `r${serial}` });
+    },
+    fail(error: AgentError) {
+      pending.shift()?.reject(error);
     },
   };
-  const succeed = (lifetimeMs = 6 * HOUR) => {
-    serial += 1;
-    pending.shift()?.resolve({
-      credentials: { accessKeyId: `ASIA${serial}`, secretAccessKey: 's', sessionToken: 't', accountId: '123456789012', expiresAt: clock.now + lifetimeMs },
-      requestId: `r${serial}`,
-    });
-  };
-  const fail = (error: AgentError) => pending.shift()?.reject(error);
-  return { exchange, calls, succeed, fail, get waiting() { return pending.length; } };
-}
-
-function keyIdOf(body: Buffer): string {
-  return (JSON.parse(body.toString()) as { AccessKeyId: string }).AccessKeyId;
 }
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
 /** Lets a lookup reach the upstream, answers it, and returns the lookup's result. */
-async function settle<T>(lookup: Promise<T>, answer: () => void): Promise<T> {
+async function settle(lookup: Promise<CacheResult>, answer: () => void): Promise<CacheResult> {
   await tick();
   answer();
   return lookup;
 }
 
-function newCache(options: { maxSize?: number; retentionMs?: number } = {}) {
+function newCache(options: Partial<CredentialCacheOptions> = {}) {
   const clock = { now: 0 };
-  const upstream = scriptedExchange(clock);
-  const cache = new CredentialCache({ exchange: upstream.exchange, maxSize: options.maxSize ?? 10, retentionMs: options.retentionMs ?? 3 * HOUR, now: () => clock.now });
-  return { clock, upstream, cache };
+  const upstream = scriptedUpstream(clock);
+  const events: string[] = [];
+  const cache = new CredentialCache({
+    exchange: upstream,
+    maxSize: 10,
+    retentionMs: 3 * HOUR,
+    renewalsPerSecond: 100,
+    now: () => clock.now,
+    random: () => 0,
+    observer: { renewal: (outcome) => events.push(`renewal:${outcome}`), eviction: (reason) => events.push(`eviction:${reason}`) },
+    ...options,
+  });
+  return { clock, upstream, cache, events };
 }
 
-t.test('concurrent misses share one upstream call; later requests are hits', async (t) => {
+function keyIdOf(result: CacheResult): string {
+  if (!result.ok) throw result.error;
+  return (JSON.parse(result.entry.body.toString()) as { AccessKeyId: string }).AccessKeyId;
+}
+
+const throttled = () => new AgentError('ThrottlingException', 429, 'slow down', { retryable: true });
+const notFound = () => new AgentError('ResourceNotFoundException', 404, 'no association', { retryable: false });
+
+t.test('200 concurrent requests for one token make exactly one upstream call', async (t) => {
   const { upstream, cache } = newCache();
-  const lookups = Promise.all([cache.get('tok'), cache.get('tok'), cache.get('tok')]);
+  const lookups = Promise.all(Array.from({ length: 200 }, () => cache.get(tokenFor('a'))));
   await tick();
   t.equal(upstream.calls.length, 1);
   upstream.succeed();
-  const [first, second, third] = await lookups;
-  t.same([first?.outcome, second?.outcome, third?.outcome], ['miss', 'coalesced', 'coalesced']);
-  t.equal(first?.entry, second?.entry, 'every waiter gets the same entry');
-  const hit = await cache.get('tok');
-  t.equal(hit.outcome, 'hit');
-  t.equal(hit.entry.body, first?.entry.body, 'the body is serialised once and reused');
-  t.equal(upstream.calls.length, 1);
-});
-
-t.test('a failure reaches every waiter and is not cached', async (t) => {
-  const { upstream, cache } = newCache();
-  const lookups = Promise.allSettled([cache.get('tok'), cache.get('tok')]);
-  await tick();
-  upstream.fail(new AgentError('AccessDeniedException', 400, 'denied', { retryable: false }));
   const results = await lookups;
-  t.match(results, [{ status: 'rejected', reason: { code: 'AccessDeniedException' } }, { status: 'rejected', reason: { code: 'AccessDeniedException' } }]);
-  const retry = cache.get('tok');
-  await tick();
-  t.equal(upstream.calls.length, 2, 'the next request calls again');
-  upstream.succeed();
-  t.equal((await retry).outcome, 'miss');
+  t.equal(results.filter((r) => r.outcome === 'miss').length, 1);
+  t.equal(results.filter((r) => r.outcome === 'coalesced').length, 199);
+  t.ok(results.every((r) => r.ok && results[0]?.ok && r.entry === results[0].entry), 'every waiter got the same entry');
+  const hit = await cache.get(tokenFor('a'));
+  t.equal(hit.outcome, 'hit');
+  t.ok(hit.ok && results[0]?.ok && hit.entry.body === results[0].entry.body, 'the body is serialised once and reused');
+  t.equal(upstream.calls.length, 1);
 });
 
-t.test('renewal is due at two thirds of the lifetime or the retention, whichever is first', async (t) => {
-  const { clock, upstream, cache } = newCache();
-  const first = cache.get('tok');
-  await tick();
-  upstream.succeed(HOUR);
-  t.equal((await first).entry.renewAt, (2 / 3) * HOUR);
-  clock.now = 0.66 * HOUR;
-  t.equal((await cache.get('tok')).outcome, 'hit');
-  clock.now = 0.67 * HOUR;
-  const renewed = cache.get('tok');
-  await tick();
-  upstream.succeed(6 * HOUR);
-  const entry = (await renewed).entry;
-  t.equal(keyIdOf(entry.body), 'ASIA2');
-  t.equal(entry.renewAt, clock.now + 3 * HOUR, 'retention caps six-hour credentials at three hours');
+t.test('1,000 concurrent requests over N distinct tokens make exactly N calls', async (t) => {
+  const N = 100;
+  const calls = new Map<string, number>();
+  const cache = new CredentialCache({
+    maxSize: 2000,
+    retentionMs: 3 * HOUR,
+    exchange: {
+      async exchange(token) {
+        calls.set(token, (calls.get(token) ?? 0) + 1);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        return { credentials: { accessKeyId: 'ASIA', secretAccessKey: 's', sessionToken: 't', accountId: undefined, expiresAt: Date.now() + HOUR }, requestId: undefined };
+      },
+    },
+  });
+  const results = await Promise.all(Array.from({ length: 1000 }, (_, i) => cache.get(tokenFor(`t${(i * 7919) % N}`))));
+  t.equal(calls.size, N);
+  t.ok([...calls.values()].every((count) => count === 1), 'one call per token');
+  t.ok(results.every((r) => r.ok));
+  t.equal(cache.size, N);
 });
 
-t.test('stale credentials stand in during a retryable failure, never with under 15 s left', async (t) => {
-  const { clock, upstream, cache } = newCache();
-  await settle(cache.get('tok'), () => upstream.succeed(HOUR));
-  clock.now = 50 * 60_000;
-  const during = cache.get('tok');
+t.test('waiters receive the leader\'s error; a late arrival after a temporary failure starts a new call', async (t) => {
+  const { upstream, cache } = newCache();
+  const error = throttled();
+  const lookups = Promise.all([cache.get(tokenFor('a')), cache.get(tokenFor('a'))]);
   await tick();
-  upstream.fail(agentError('UpstreamUnavailable', 'down'));
-  const stale = await during;
-  t.equal(stale.outcome, 'stale');
-  t.equal(keyIdOf(stale.entry.body), 'ASIA1');
-
-  clock.now = HOUR - 14_000;
-  const late = cache.get('tok');
-  await tick();
-  upstream.fail(new AgentError('ThrottlingException', 429, 'slow down', { retryable: true }));
-  await t.rejects(late, { code: 'ThrottlingException' }, 'credentials with 14 s left are not served');
+  upstream.fail(error);
+  const [leader, waiter] = await lookups;
+  t.match(leader, { ok: false, outcome: 'miss', error });
+  t.match(waiter, { ok: false, outcome: 'coalesced', error });
+  t.ok(!waiter?.ok && waiter?.error === error, 'the very same error');
+  const late = await settle(cache.get(tokenFor('a')), () => upstream.succeed());
+  t.equal(late.outcome, 'miss');
+  t.equal(upstream.calls.length, 2);
 });
 
-t.test('a non-retryable answer drops the cached identity', async (t) => {
-  const { clock, upstream, cache } = newCache();
-  await settle(cache.get('tok'), () => upstream.succeed(HOUR));
+t.test('negative cache: an upstream verdict is repeated without a call for its TTL', async (t) => {
+  const { clock, upstream, cache } = newCache({ negativeTtlMs: 10_000 });
+  const first = await settle(cache.get(tokenFor('a')), () => upstream.fail(notFound()));
+  t.match(first, { ok: false, outcome: 'miss', error: { code: 'ResourceNotFoundException' } });
+  clock.now = 9_999;
+  const retry = await cache.get(tokenFor('a'));
+  t.match(retry, { ok: false, outcome: 'negative', error: { code: 'ResourceNotFoundException', status: 404 } });
+  t.equal(upstream.calls.length, 1);
+  clock.now = 10_000;
+  const after = await settle(cache.get(tokenFor('a')), () => upstream.succeed());
+  t.equal(after.outcome, 'miss');
+  t.equal(upstream.calls.length, 2);
+  t.equal((await settle(cache.get(tokenFor('b')), () => upstream.fail(throttled()))).outcome, 'miss');
+  t.equal((await settle(cache.get(tokenFor('b')), () => upstream.succeed())).outcome, 'miss', 'temporary failures are not remembered');
+});
+
+t.test('refresh ahead: renewed in the background before expiry; requests never wait meanwhile', async (t) => {
+  const { clock, upstream, cache, events } = newCache();
+  const first = await settle(cache.get(tokenFor('a')), () => upstream.succeed(HOUR));
+  t.ok(first.ok);
+  if (!first.ok) return;
+  t.equal(first.entry.renewAt, (2 / 3) * HOUR, 'due at two thirds of a one-hour lifetime (no jitter drawn)');
+  t.equal(first.entry.mustRefreshAt, HOUR - 5 * 60_000);
+  clock.now = 0.6 * HOUR;
+  t.equal(cache.sweep(), 0, 'nothing due yet');
   clock.now = 0.7 * HOUR;
-  const renewal = cache.get('tok');
+  t.equal(cache.sweep(), 1, 'due: one renewal started');
+  t.equal(upstream.waiting, 1);
+  const during = await cache.get(tokenFor('a'));
+  t.equal(during.outcome, 'hit', 'a request during the renewal does not wait for it');
+  t.equal(keyIdOf(during), 'ASIA1');
+  upstream.succeed(HOUR);
   await tick();
-  upstream.fail(new AgentError('ResourceNotFoundException', 404, 'association deleted', { retryable: false }));
-  await t.rejects(renewal, { code: 'ResourceNotFoundException' });
+  t.same(events, ['renewal:renewed']);
+  const after = await cache.get(tokenFor('a'));
+  t.equal(keyIdOf(after), 'ASIA2', 'the renewed credentials are served');
+  t.equal(upstream.calls.length, 2);
+});
+
+t.test('retention caps the renewal time; jitter spreads identities fetched together', async (t) => {
+  const draws = [0, 0.5, 1];
+  const { upstream, cache } = newCache({ random: () => draws.shift() ?? 0 });
+  const renewAts: number[] = [];
+  for (const name of ['a', 'b', 'c']) {
+    const result = await settle(cache.get(tokenFor(name)), () => upstream.succeed(6 * HOUR));
+    if (result.ok) renewAts.push(result.entry.renewAt);
+  }
+  t.same(renewAts, [3 * HOUR, 3 * HOUR * 0.95, 3 * HOUR * 0.9]);
+});
+
+t.test('forget the dead: no renewal for an expired token, nor for identities nobody holds credentials of', async (t) => {
+  const { clock, upstream, cache, events } = newCache();
+  await settle(cache.get(tokenFor('short-token', 0.5 * HOUR)), () => upstream.succeed(HOUR));
+  await settle(cache.get(tokenFor('idle')), () => upstream.succeed(HOUR));
+  clock.now = 0.7 * HOUR;
+  t.equal(cache.sweep(), 1, 'only the identity with a live token is renewed');
+  t.same(events, ['eviction:token_expired']);
+  upstream.succeed(HOUR);
+  await tick();
+  t.equal(cache.size, 1);
+  // The pod never came back for the renewed credentials; its copy expired at 1 h.
+  clock.now = 1.4 * HOUR;
+  t.equal(cache.sweep(), 0);
+  t.same(events, ['eviction:token_expired', 'renewal:renewed', 'eviction:idle']);
   t.equal(cache.size, 0);
+  t.equal(upstream.calls.length, 3, 'one renewal in all, for the identity that was still live');
+});
+
+t.test('renewals are bounded by the rate and by concurrency', async (t) => {
+  const { clock, upstream, cache } = newCache({ renewalsPerSecond: 3, renewalConcurrency: 4 });
+  for (let i = 0; i < 10; i += 1) await settle(cache.get(tokenFor(`p${i}`)), () => upstream.succeed(HOUR));
+  clock.now = 0.7 * HOUR;
+  t.equal(cache.sweep(), 3, 'three per second');
+  t.equal(cache.sweep(), 0, 'the budget is spent until time passes');
+  clock.now += 1000;
+  t.equal(cache.sweep(), 1, 'only one more: four are in flight');
+  clock.now += 5000;
+  t.equal(cache.sweep(), 0, 'still four in flight, however much budget');
+  upstream.succeed(HOUR);
+  upstream.succeed(HOUR);
+  await tick();
+  t.equal(cache.sweep(), 2, 'two finished, two more start');
+});
+
+t.test('stale if error: served through an outage, never under the minimum lifetime', async (t) => {
+  const { clock, upstream, cache, events } = newCache();
+  await settle(cache.get(tokenFor('a')), () => upstream.succeed(HOUR));
+  clock.now = 0.7 * HOUR;
+  cache.sweep();
+  upstream.fail(throttled());
+  await tick();
+  t.same(events, ['renewal:failed']);
+  t.equal((await cache.get(tokenFor('a'))).outcome, 'hit', 'still before the must-refresh point');
+  clock.now = HOUR - 60_000;
+  const stale = await settle(cache.get(tokenFor('a')), () => upstream.fail(agentError('UpstreamUnavailable', 'down')));
+  t.equal(stale.outcome, 'stale');
+  t.equal(keyIdOf(stale), 'ASIA1');
+  clock.now = HOUR - 14_000;
+  const late = await settle(cache.get(tokenFor('a')), () => upstream.fail(throttled()));
+  t.match(late, { ok: false, error: { code: 'ThrottlingException' } }, 'credentials with 14 s left are not served');
+});
+
+t.test('a failed renewal is retried later with backoff', async (t) => {
+  const { clock, upstream, cache } = newCache();
+  const first = await settle(cache.get(tokenFor('a')), () => upstream.succeed(HOUR));
+  clock.now = 0.7 * HOUR;
+  cache.sweep();
+  upstream.fail(throttled());
+  await tick();
+  t.ok(first.ok && first.entry.renewAt === clock.now + 5_000, 'first retry 10 s, halved by the (zero) jitter draw');
+  t.equal(cache.sweep(), 0);
+  clock.now += 5_000;
+  t.equal(cache.sweep(), 1);
+});
+
+t.test('a non-retryable answer during renewal drops the identity', async (t) => {
+  const { clock, upstream, cache, events } = newCache();
+  await settle(cache.get(tokenFor('a')), () => upstream.succeed(HOUR));
+  clock.now = 0.7 * HOUR;
+  cache.sweep();
+  upstream.fail(notFound());
+  await tick();
+  t.same(events, ['eviction:rejected', 'renewal:dropped']);
+  t.equal(cache.size, 0);
+  t.match(await cache.get(tokenFor('a')), { ok: false, outcome: 'negative' }, 'the pod hears the verdict without another call');
 });
 
 t.test('credentials that expire too soon are refused, not cached', async (t) => {
   const { upstream, cache } = newCache();
-  const first = cache.get('tok');
-  await tick();
-  upstream.succeed(10_000);
-  await t.rejects(first, { code: 'UpstreamCredentialsExpired', status: 502 });
+  const result = await settle(cache.get(tokenFor('a')), () => upstream.succeed(10_000));
+  t.match(result, { ok: false, error: { code: 'UpstreamCredentialsExpired', status: 502 } });
   t.equal(cache.size, 0);
 });
 
 t.test('bounded: the least recently used identity is evicted', async (t) => {
-  const { upstream, cache } = newCache({ maxSize: 2 });
-  for (const token of ['a', 'b']) await settle(cache.get(token), () => upstream.succeed());
-  t.equal((await cache.get('a')).outcome, 'hit', 'a is now the most recently used');
-  await settle(cache.get('c'), () => upstream.succeed());
+  const { upstream, cache, events } = newCache({ maxSize: 2 });
+  for (const name of ['a', 'b']) await settle(cache.get(tokenFor(name)), () => upstream.succeed());
+  t.equal((await cache.get(tokenFor('a'))).outcome, 'hit', 'a is now the most recently used');
+  await settle(cache.get(tokenFor('c')), () => upstream.succeed());
+  t.same(events, ['eviction:capacity']);
   t.equal(cache.size, 2);
-  t.equal((await cache.get('a')).outcome, 'hit');
-  const b = cache.get('b');
-  await tick();
-  t.equal(upstream.waiting, 1, 'b was evicted, so it goes upstream again');
-  upstream.succeed();
-  t.equal((await b).outcome, 'miss');
+  t.equal((await cache.get(tokenFor('a'))).outcome, 'hit');
+  t.equal((await cache.get(tokenFor('c'))).outcome, 'hit');
+  const b = await settle(cache.get(tokenFor('b')), () => upstream.succeed());
+  t.equal(b.outcome, 'miss', 'b, least recently used, was the one evicted');
 });
 
 t.test('size 0 or retention 0 disables caching but keeps single flight', async (t) => {
-  for (const options of [{ maxSize: 0, retentionMs: 3 * HOUR }, { maxSize: 10, retentionMs: 0 }]) {
+  for (const options of [{ maxSize: 0 }, { retentionMs: 0 }]) {
     const { upstream, cache } = newCache(options);
-    const both = Promise.all([cache.get('tok'), cache.get('tok')]);
+    const both = Promise.all([cache.get(tokenFor('a')), cache.get(tokenFor('a'))]);
     await tick();
     t.equal(upstream.calls.length, 1);
     upstream.succeed();
     t.same((await both).map((lookup) => lookup.outcome), ['miss', 'coalesced']);
-    const again = cache.get('tok');
-    await tick();
-    t.equal(upstream.calls.length, 2, 'nothing was kept');
-    upstream.succeed();
-    await again;
+    await settle(cache.get(tokenFor('a')), () => upstream.fail(notFound()));
+    t.equal((await settle(cache.get(tokenFor('a')), () => upstream.succeed())).outcome, 'miss', 'no negative caching either');
+    t.equal(upstream.calls.length, 3);
     t.equal(cache.size, 0);
   }
 });

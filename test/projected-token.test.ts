@@ -79,3 +79,17 @@ t.test('error messages never quote the token', async (t) => {
     t.notMatch((error as Error).message, token.split('.')[1] as string);
   }
 });
+
+t.test('the memoising checker still applies the validity window on every call', async (t) => {
+  const { createTokenChecker } = await import('../src/token/token-checker.ts');
+  const checker = createTokenChecker({ audience: 'pods.eks.amazonaws.com', memoSize: 2 });
+  const token = jwt({ ...good, exp: nowSeconds + 100 });
+  const first = checker.check(token, NOW);
+  t.equal(checker.check(token, NOW), first, 'the parse is remembered');
+  t.equal(first.key.length, 44, 'a SHA-256 key, base64');
+  t.throws(() => checker.check(token, NOW + 200_000), { code: 'TokenExpired' }, 'expiry is checked against the clock each time');
+  t.throws(() => checker.check(jwt({ ...good, aud: ['other'] }), NOW), { code: 'InvalidAudience' });
+  const others = [jwt({ ...good, jti: 1 }), jwt({ ...good, jti: 2 })];
+  for (const other of others) checker.check(other, NOW);
+  t.not(checker.check(token, NOW), first, 'bounded: the oldest parse was let go and redone');
+});

@@ -1,14 +1,28 @@
-import { hash } from 'node:crypto';
-import { agentError, isAgentError } from '../errors.ts';
+import { type AgentError, agentError, isAgentError } from '../errors.ts';
+import type { ProjectedToken } from '../token/projected-token.ts';
 import type { CredentialExchange } from '../upstream/types.ts';
-import { type CredentialEntry, createEntry } from './credential-entry.ts';
+import { type CredentialEntry, type EntryTiming, createEntry } from './credential-entry.ts';
+import { NegativeCache } from './negative-cache.ts';
+import { RenewalBudget } from './renewal-budget.ts';
 
-/** How a request was answered: from the cache, by its own upstream call, by joining another's, or from stale credentials during an upstream failure. */
-export type CacheOutcome = 'hit' | 'miss' | 'coalesced' | 'stale';
+/**
+ * How a request was answered: from the cache; by its own upstream call; by joining another's;
+ * from still-valid credentials during an upstream failure; from a remembered upstream verdict.
+ */
+export type LookupOutcome = 'hit' | 'miss' | 'coalesced' | 'stale' | 'negative';
+/** renewed; failed for a temporary reason (kept, retried later); dropped on a verdict about the token. */
+export type RenewalOutcome = 'renewed' | 'failed' | 'dropped';
+export type EvictionReason = 'capacity' | 'token_expired' | 'idle' | 'expired' | 'rejected';
 
-export interface CacheLookup {
-  readonly entry: CredentialEntry;
-  readonly outcome: CacheOutcome;
+export type CacheResult =
+  | { readonly ok: true; readonly outcome: LookupOutcome; readonly entry: CredentialEntry }
+  | { readonly ok: false; readonly outcome: LookupOutcome; readonly error: AgentError };
+
+/** What the cache tells metrics; it knows nothing of Prometheus. */
+export interface CacheObserver {
+  lookup?(outcome: LookupOutcome): void;
+  renewal?(outcome: RenewalOutcome): void;
+  eviction?(reason: EvictionReason): void;
 }
 
 export interface CredentialCacheOptions {
@@ -19,89 +33,184 @@ export interface CredentialCacheOptions {
   readonly retentionMs: number;
   /** Credentials with less left than this are never served. */
   readonly minLifetimeMs?: number;
+  /** How long a non-retryable upstream verdict on a token is remembered; 0 disables. */
+  readonly negativeTtlMs?: number;
+  /** Background renewals started per second, on average (`--max-service-qps`). */
+  readonly renewalsPerSecond?: number;
+  /** Background renewals in flight at once, so that one slow call never holds up the rest. */
+  readonly renewalConcurrency?: number;
+  readonly sweepIntervalMs?: number;
   readonly now?: () => number;
+  readonly random?: () => number;
+  readonly observer?: CacheObserver;
 }
 
 export const MIN_CREDENTIAL_LIFETIME_MS = 15_000;
+const RENEWAL_RETRY_BASE_MS = 10_000;
+const RENEWAL_RETRY_CAP_MS = 5 * 60_000;
 
 /**
- * Credentials by identity. Keys are SHA-256 digests of the token, so no raw token is kept as a key;
- * concurrent misses for one key share one upstream call; Map order gives least-recently-used eviction.
+ * Credentials by token key (its SHA-256). Concurrent misses share one upstream call; Map order gives
+ * least-recently-used eviction; a periodic sweep renews what is due within a rate and concurrency
+ * budget and forgets identities nobody can come back for.
  */
 export class CredentialCache {
   readonly #exchange: CredentialExchange;
   readonly #maxSize: number;
-  readonly #timing: { retentionMs: number; minLifetimeMs: number };
+  readonly #timing: EntryTiming;
+  readonly #minLifetimeMs: number;
+  readonly #concurrency: number;
+  readonly #sweepIntervalMs: number;
   readonly #now: () => number;
+  readonly #observer: CacheObserver;
   readonly #entries = new Map<string, CredentialEntry>();
   readonly #inflight = new Map<string, Promise<CredentialEntry>>();
+  readonly #negative: NegativeCache;
+  readonly #budget: RenewalBudget;
+  #renewing = 0;
+  #timer: NodeJS.Timeout | undefined;
 
   constructor(options: CredentialCacheOptions) {
     this.#exchange = options.exchange;
     this.#maxSize = options.retentionMs > 0 ? options.maxSize : 0;
-    this.#timing = { retentionMs: options.retentionMs, minLifetimeMs: options.minLifetimeMs ?? MIN_CREDENTIAL_LIFETIME_MS };
+    this.#minLifetimeMs = options.minLifetimeMs ?? MIN_CREDENTIAL_LIFETIME_MS;
+    this.#timing = { retentionMs: options.retentionMs, minLifetimeMs: this.#minLifetimeMs, random: options.random ?? Math.random };
+    this.#concurrency = options.renewalConcurrency ?? 4;
+    this.#sweepIntervalMs = options.sweepIntervalMs ?? 1000;
     this.#now = options.now ?? Date.now;
+    this.#observer = options.observer ?? {};
+    this.#negative = new NegativeCache(options.negativeTtlMs ?? 10_000, this.#maxSize);
+    this.#budget = new RenewalBudget(options.renewalsPerSecond ?? 3, this.#now());
   }
 
   get size(): number {
     return this.#entries.size;
   }
 
-  async get(token: string): Promise<CacheLookup> {
-    const key = hash('sha256', token, 'base64');
+  async get(token: ProjectedToken): Promise<CacheResult> {
+    const { key } = token;
     const cached = this.#entries.get(key);
-    if (cached !== undefined && this.#now() < cached.renewAt) {
-      this.#touch(key, cached);
-      return { entry: cached, outcome: 'hit' };
+    if (cached !== undefined && this.#now() < cached.mustRefreshAt) {
+      this.#entries.delete(key);
+      this.#entries.set(key, cached);
+      return this.#served(cached, 'hit');
     }
+    const verdict = this.#negative.get(key, this.#now());
+    if (verdict !== undefined) return this.#report({ ok: false, outcome: 'negative', error: verdict });
     const pending = this.#inflight.get(key);
-    const outcome: CacheOutcome = pending === undefined ? 'miss' : 'coalesced';
+    const outcome: LookupOutcome = pending === undefined ? 'miss' : 'coalesced';
     try {
-      return { entry: await (pending ?? this.#fetch(key, token)), outcome };
-    } catch (error) {
-      return { entry: this.#fallback(key, cached, error), outcome: 'stale' };
+      return this.#served(await (pending ?? this.#fetch(key, token.raw, token.expiresAt * 1000)), outcome);
+    } catch (caught) {
+      const error = caught as AgentError;
+      if (error.retryable && cached !== undefined && this.#usable(cached)) return this.#served(cached, 'stale');
+      return this.#report({ ok: false, outcome, error });
     }
   }
 
-  clear(): void {
-    this.#entries.clear();
+  /** One pass: forget the dead, start due renewals within budget. Returns how many started. */
+  sweep(): number {
+    const now = this.#now();
+    this.#negative.prune(now);
+    const due: [string, CredentialEntry][] = [];
+    for (const [key, entry] of this.#entries) {
+      if (this.#inflight.has(key)) continue;
+      if (entry.tokenExpiresAt <= now) this.#evict(key, 'token_expired');
+      else if (!this.#usable(entry)) this.#evict(key, 'expired');
+      else if (now < entry.renewAt) continue;
+      else if (entry.servedUntil <= now) this.#evict(key, 'idle');
+      else due.push([key, entry]);
+    }
+    due.sort((a, b) => a[1].renewAt - b[1].renewAt);
+    let started = 0;
+    for (const [key, entry] of due) {
+      if (this.#renewing >= this.#concurrency || !this.#budget.take(now)) break;
+      this.#renew(key, entry);
+      started += 1;
+    }
+    return started;
   }
 
-  #fetch(key: string, token: string): Promise<CredentialEntry> {
+  /** Sweeps every interval until close(); the timer never keeps the process alive. */
+  start(): void {
+    this.#timer ??= setInterval(() => this.sweep(), this.#sweepIntervalMs).unref();
+  }
+
+  /** Stops renewing. Calls in flight complete on their own. */
+  close(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #fetch(key: string, token: string, tokenExpiresAt: number): Promise<CredentialEntry> {
     const call = this.#exchange
       .exchange(token)
-      .then((result) => {
-        const entry = createEntry(result, this.#now(), this.#timing);
-        if (entry.expiresAt - entry.fetchedAt < this.#timing.minLifetimeMs) {
-          throw agentError('UpstreamCredentialsExpired', 'EKS Auth answered credentials that expire too soon to hand out', {
-            upstreamRequestId: result.requestId,
-          });
-        }
-        this.#store(key, entry);
-        return entry;
-      })
+      .then(
+        (result) => {
+          const now = this.#now();
+          if (result.credentials.expiresAt - now < this.#minLifetimeMs) {
+            throw agentError('UpstreamCredentialsExpired', 'EKS Auth answered credentials that expire too soon to hand out', { upstreamRequestId: result.requestId });
+          }
+          const entry = createEntry(token, tokenExpiresAt, result, now, this.#timing);
+          entry.servedUntil = this.#entries.get(key)?.servedUntil ?? 0;
+          this.#store(key, entry);
+          return entry;
+        },
+        (caught: unknown) => {
+          const error = isAgentError(caught) ? caught : agentError('InternalError', 'the credential exchange failed', { cause: caught });
+          if (!error.retryable) {
+            if (this.#entries.has(key)) this.#evict(key, 'rejected');
+            this.#negative.remember(key, error, this.#now());
+          }
+          throw error;
+        },
+      )
       .finally(() => this.#inflight.delete(key));
     this.#inflight.set(key, call);
     return call;
   }
 
-  /** Stale credentials stand in while the failure is temporary; a verdict on the token drops them. */
-  #fallback(key: string, cached: CredentialEntry | undefined, error: unknown): CredentialEntry {
-    const retryable = isAgentError(error) && error.retryable;
-    if (!retryable) this.#entries.delete(key);
-    if (retryable && cached !== undefined && cached.expiresAt - this.#now() >= this.#timing.minLifetimeMs) return cached;
-    throw error;
+  #renew(key: string, entry: CredentialEntry): void {
+    this.#renewing += 1;
+    this.#fetch(key, entry.token, entry.tokenExpiresAt)
+      .then(
+        () => this.#observer.renewal?.('renewed'),
+        (error: AgentError) => {
+          if (!error.retryable) return this.#observer.renewal?.('dropped');
+          entry.renewalFailures += 1;
+          const backoff = Math.min(RENEWAL_RETRY_CAP_MS, RENEWAL_RETRY_BASE_MS * 2 ** (entry.renewalFailures - 1));
+          entry.renewAt = this.#now() + backoff * (0.5 + this.#timing.random() / 2);
+          return this.#observer.renewal?.('failed');
+        },
+      )
+      .finally(() => {
+        this.#renewing -= 1;
+      });
   }
 
   #store(key: string, entry: CredentialEntry): void {
     if (this.#maxSize === 0) return;
     this.#entries.delete(key);
     this.#entries.set(key, entry);
-    if (this.#entries.size > this.#maxSize) this.#entries.delete(this.#entries.keys().next().value as string);
+    if (this.#entries.size > this.#maxSize) this.#evict(this.#entries.keys().next().value as string, 'capacity');
   }
 
-  #touch(key: string, entry: CredentialEntry): void {
+  #evict(key: string, reason: EvictionReason): void {
     this.#entries.delete(key);
-    this.#entries.set(key, entry);
+    this.#observer.eviction?.(reason);
+  }
+
+  #usable(entry: CredentialEntry): boolean {
+    return entry.expiresAt - this.#now() >= this.#minLifetimeMs;
+  }
+
+  #served(entry: CredentialEntry, outcome: LookupOutcome): CacheResult {
+    if (entry.expiresAt > entry.servedUntil) entry.servedUntil = entry.expiresAt;
+    return this.#report({ ok: true, outcome, entry });
+  }
+
+  #report(result: CacheResult): CacheResult {
+    this.#observer.lookup?.(result.outcome);
+    return result;
   }
 }

@@ -2,32 +2,45 @@ import type { ExchangeResult } from '../upstream/types.ts';
 
 /** Credentials ready to answer: the response body is serialised once and reused for every hit. */
 export interface CredentialEntry {
+  /** Kept only to renew in the background; never logged, never a key. */
+  readonly token: string;
+  /** Epoch ms after which the pod can no longer send this token: nothing left to renew for. */
+  readonly tokenExpiresAt: number;
   readonly body: Buffer;
-  /** Epoch milliseconds. */
   readonly expiresAt: number;
   readonly fetchedAt: number;
-  /** After this, a request goes upstream for fresh credentials (stale ones stand in if that fails). */
-  readonly renewAt: number;
+  /** Past this, a request waits for fresh credentials instead of taking these (stale ones stand in on failure). */
+  readonly mustRefreshAt: number;
   readonly upstreamRequestId: string | undefined;
+  /** When the background renewal is due; moved later after a failed attempt. */
+  renewAt: number;
+  renewalFailures: number;
+  /**
+   * The latest expiry among credentials handed to a pod for this token. Until then a pod may come
+   * back; after it, nobody holds credentials from here and renewing would spend quota for nobody.
+   */
+  servedUntil: number;
 }
 
-export interface RenewalTiming {
+export interface EntryTiming {
   readonly retentionMs: number;
   readonly minLifetimeMs: number;
+  readonly random: () => number;
 }
 
 // Renewing at two thirds of the lifetime leaves a 59-minute credential 20 minutes of slack,
 // more than the 15 minutes at which botocore starts refreshing.
 const RENEW_FRACTION = 2 / 3;
+// Up to a tenth earlier, so that identities fetched together (a node's boot) do not renew together.
+const RENEW_JITTER = 0.1;
+// SDKs refresh when 5 minutes are left (JS, Go); past that point a pod should get fresh credentials.
+const MUST_REFRESH_BEFORE_EXPIRY_MS = 5 * 60_000;
 
-export function createEntry(result: ExchangeResult, fetchedAt: number, timing: RenewalTiming): CredentialEntry {
+export function createEntry(token: string, tokenExpiresAt: number, result: ExchangeResult, fetchedAt: number, timing: EntryTiming): CredentialEntry {
   const { credentials } = result;
   const lifetime = credentials.expiresAt - fetchedAt;
-  const renewAt = Math.min(
-    fetchedAt + timing.retentionMs,
-    fetchedAt + lifetime * RENEW_FRACTION,
-    credentials.expiresAt - timing.minLifetimeMs,
-  );
+  const mustRefreshAt = credentials.expiresAt - Math.max(timing.minLifetimeMs, Math.min(MUST_REFRESH_BEFORE_EXPIRY_MS, lifetime / 4));
+  const renewAfter = Math.min(timing.retentionMs, lifetime * RENEW_FRACTION) * (1 - RENEW_JITTER * timing.random());
   const body = Buffer.from(
     JSON.stringify({
       AccessKeyId: credentials.accessKeyId,
@@ -38,5 +51,16 @@ export function createEntry(result: ExchangeResult, fetchedAt: number, timing: R
       Expiration: new Date(credentials.expiresAt).toISOString(),
     }),
   );
-  return { body, expiresAt: credentials.expiresAt, fetchedAt, renewAt, upstreamRequestId: result.requestId };
+  return {
+    token,
+    tokenExpiresAt,
+    body,
+    expiresAt: credentials.expiresAt,
+    fetchedAt,
+    mustRefreshAt,
+    upstreamRequestId: result.requestId,
+    renewAt: Math.min(fetchedAt + renewAfter, mustRefreshAt),
+    renewalFailures: 0,
+    servedUntil: 0,
+  };
 }

@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** The agent's metrics, on a registry of its own so that several agents can live in one process. */
 export interface AgentMetrics {
@@ -7,12 +7,19 @@ export interface AgentMetrics {
   readonly httpResponses: Counter<'code'>;
   readonly cacheState: Counter<'state'>;
   readonly cacheErrors: Counter<'type' | 'code'>;
+  readonly cacheLookups: Counter<'outcome'>;
+  readonly cacheRenewals: Counter<'outcome'>;
+  readonly cacheEvictions: Counter<'reason'>;
+  readonly cacheEntries: Gauge;
+  /** Where the entries gauge reads its value at scrape time. */
+  observeCacheSize(source: () => number): void;
   readonly upstreamDuration: Histogram<'code'>;
   readonly upstreamRetries: Counter<'code'>;
 }
 
 export function createMetrics(options: { readonly defaultMetrics?: boolean } = {}): AgentMetrics {
   const registry = new Registry();
+  let cacheSize: () => number = () => 0;
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
   return {
     registry,
@@ -34,6 +41,35 @@ export function createMetrics(options: { readonly defaultMetrics?: boolean } = {
       labelNames: ['type', 'code'],
       registers: [registry],
     }),
+    cacheLookups: new Counter({
+      name: 'pod_identity_cache_lookups_total',
+      help: 'Credential cache look-ups by outcome: hit, miss, coalesced (joined another request\'s upstream call), stale (served during an upstream failure), negative (remembered upstream verdict)',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    cacheRenewals: new Counter({
+      name: 'pod_identity_cache_renewals_total',
+      help: 'Background renewals by outcome: renewed, failed (temporary, retried later), dropped (upstream verdict on the token)',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    cacheEvictions: new Counter({
+      name: 'pod_identity_cache_evictions_total',
+      help: 'Identities removed from the cache by reason: capacity, token_expired, idle, expired, rejected',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    cacheEntries: new Gauge({
+      name: 'pod_identity_cache_entries',
+      help: 'Identities in the credential cache',
+      registers: [registry],
+      collect() {
+        this.set(cacheSize());
+      },
+    }),
+    observeCacheSize(source) {
+      cacheSize = source;
+    },
     upstreamDuration: new Histogram({
       name: 'pod_identity_upstream_request_duration_seconds',
       help: 'EKS Auth call attempts by HTTP status (0: no answer)',

@@ -1,9 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { CacheOutcome, CredentialCache } from '../cache/credential-cache.ts';
+import type { CredentialCache, LookupOutcome } from '../cache/credential-cache.ts';
 import { type AgentError, agentError, isAgentError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { AgentMetrics } from '../observability/metrics.ts';
-import { type PodIdentity, checkProjectedToken } from '../token/projected-token.ts';
+import type { PodIdentity } from '../token/projected-token.ts';
+import { createTokenChecker } from '../token/token-checker.ts';
 import { createHostCheck } from './host-check.ts';
 import { sendError, sendJson } from './responses.ts';
 
@@ -22,7 +23,7 @@ export interface CredentialsHandlerOptions {
 /** What one request did, for its log line and metrics. Never holds the token or a credential. */
 interface RequestRecord {
   status: number;
-  outcome: CacheOutcome | 'rejected' | 'error';
+  outcome: LookupOutcome | 'rejected';
   identity: PodIdentity | undefined;
   error: AgentError | undefined;
   upstreamRequestId: string | undefined;
@@ -33,19 +34,21 @@ export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
 /** `GET /v1/credentials`: host, path, method and token checks, then the cache. */
 export function createCredentialsHandler(options: CredentialsHandlerOptions): RequestHandler {
   const isBindHost = createHostCheck(options.bindHosts, options.port);
+  const tokens = createTokenChecker({ audience: options.audience });
   const now = options.now ?? Date.now;
 
   async function answer(req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
     if (!isBindHost(req.headers.host)) throw agentError('ForbiddenHost', 'the Host header must name the agent\'s address');
     if (pathOf(req.url) !== CREDENTIALS_PATH) throw agentError('NotFound', `no such path; credentials are served at ${CREDENTIALS_PATH}`);
     if (req.method !== 'GET') throw agentError('MethodNotAllowed', `${CREDENTIALS_PATH} answers GET only`);
-    const token = checkProjectedToken(req.headers.authorization, { audience: options.audience, now: now() });
+    const token = tokens.check(req.headers.authorization, now());
     record.identity = token.identity;
-    const { entry, outcome } = await options.cache.get(token.raw);
-    record.outcome = outcome;
-    record.upstreamRequestId = entry.upstreamRequestId;
+    const result = await options.cache.get(token);
+    record.outcome = result.outcome;
+    if (!result.ok) throw result.error;
+    record.upstreamRequestId = result.entry.upstreamRequestId;
     record.status = 200;
-    sendJson(res, 200, entry.body);
+    sendJson(res, 200, result.entry.body);
   }
 
   function fail(res: ServerResponse, record: RequestRecord, caught: unknown): void {
@@ -60,11 +63,7 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
     const started = performance.now();
     const record: RequestRecord = { status: 0, outcome: 'rejected', identity: undefined, error: undefined, upstreamRequestId: undefined };
     answer(req, res, record)
-      .catch((caught: unknown) => {
-        // The identity is known only once the token passed, so anything thrown before is a local refusal.
-        record.outcome = record.identity === undefined ? 'rejected' : 'error';
-        fail(res, record, caught);
-      })
+      .catch((caught: unknown) => fail(res, record, caught))
       .finally(() => finish(options, record, performance.now() - started));
   };
 }
@@ -74,7 +73,7 @@ function finish(options: CredentialsHandlerOptions, record: RequestRecord, durat
   metrics.httpResponses.inc({ code: String(record.status) });
   if (record.outcome === 'hit' || record.outcome === 'stale') metrics.cacheState.inc({ state: 'hit' });
   else if (record.outcome === 'miss' || record.outcome === 'coalesced') metrics.cacheState.inc({ state: 'miss' });
-  if (record.error !== undefined && record.outcome === 'error') {
+  if (record.error !== undefined && record.outcome !== 'rejected') {
     metrics.cacheErrors.inc({ type: record.error.code, code: String(record.error.status) });
   }
   const fields = {

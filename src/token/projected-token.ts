@@ -1,11 +1,16 @@
+import { hash } from 'node:crypto';
 import { agentError } from '../errors.ts';
 
 /** What the agent reads from a projected service-account token without verifying its signature. */
 export interface ProjectedToken {
   /** The token as the pod sent it; only ever forwarded to the upstream, never logged. */
   readonly raw: string;
+  /** SHA-256 of the token: the fixed-size key the cache and memo use instead of the token. */
+  readonly key: string;
   /** Epoch seconds. */
   readonly expiresAt: number;
+  /** Epoch seconds, when the token has an nbf claim. */
+  readonly notBefore: number | undefined;
   readonly identity: PodIdentity;
 }
 
@@ -34,11 +39,26 @@ const SEGMENT = /^[A-Za-z0-9_-]+$/;
  * Throws an AgentError with a distinct Code for each failure. Messages never quote the token.
  */
 export function checkProjectedToken(authorization: string | undefined, options: TokenCheckOptions): ProjectedToken {
+  const token = parseProjectedToken(readToken(authorization, options.maxBytes), options.audience);
+  checkValidityWindow(token, options.now, options.skewSeconds);
+  return token;
+}
+
+/** The token from an Authorization header, or MissingToken / TokenTooLarge. */
+export function readToken(authorization: string | undefined, maxBytes = MAX_TOKEN_BYTES): string {
   const raw = stripScheme(authorization?.trim() ?? '');
   if (raw === '') throw agentError('MissingToken', 'the Authorization header must carry the pod\'s service-account token');
-  const maxBytes = options.maxBytes ?? MAX_TOKEN_BYTES;
-  if (Buffer.byteLength(raw) > maxBytes) throw agentError('TokenTooLarge', `the token is longer than ${maxBytes} bytes`);
+  // Bytes are at least as many as UTF-16 units, so the cheap length test settles most tokens.
+  if (raw.length > maxBytes || Buffer.byteLength(raw) > maxBytes) throw agentError('TokenTooLarge', `the token is longer than ${maxBytes} bytes`);
+  return raw;
+}
 
+export function tokenKey(raw: string): string {
+  return hash('sha256', raw, 'base64');
+}
+
+/** Shape and audience: what does not change with time, so a verdict can be memoised by key. */
+export function parseProjectedToken(raw: string, audience: string, key: string = tokenKey(raw)): ProjectedToken {
   const segments = raw.split('.');
   if (segments.length !== 3 || !segments.every((segment) => SEGMENT.test(segment))) {
     throw agentError('MalformedToken', 'the token is not a JWT: expected three base64url segments separated by dots');
@@ -48,9 +68,20 @@ export function checkProjectedToken(authorization: string | undefined, options: 
     throw agentError('MalformedToken', 'the token header must name a signing algorithm');
   }
   const claims = decodeJsonSegment(segments[1] as string, 'payload');
-  checkAudience(claims.aud, options.audience);
-  const expiresAt = checkValidityWindow(claims, options.now / 1000, options.skewSeconds ?? DEFAULT_SKEW_SECONDS);
-  return { raw, expiresAt, identity: readIdentity(claims) };
+  checkAudience(claims.aud, audience);
+  const { exp, nbf } = claims;
+  if (!isEpochSeconds(exp)) throw agentError('MalformedToken', 'the token has no numeric exp claim');
+  if (nbf !== undefined && !isEpochSeconds(nbf)) throw agentError('MalformedToken', 'the token\'s nbf claim is not a number');
+  return { raw, key, expiresAt: exp, notBefore: nbf, identity: readIdentity(claims) };
+}
+
+/** exp and nbf against the clock (epoch ms), with skew allowed either way. */
+export function checkValidityWindow(token: ProjectedToken, now: number, skewSeconds = DEFAULT_SKEW_SECONDS): void {
+  const nowSeconds = now / 1000;
+  if (token.expiresAt + skewSeconds <= nowSeconds) throw agentError('TokenExpired', `the token expired at ${isoSeconds(token.expiresAt)}`);
+  if (token.notBefore !== undefined && token.notBefore - skewSeconds > nowSeconds) {
+    throw agentError('TokenNotYetValid', `the token is not valid before ${isoSeconds(token.notBefore)}`);
+  }
 }
 
 // SDKs send the bare token; a "Bearer " prefix from a hand-written client is harmless to accept.
@@ -74,17 +105,6 @@ function decodeJsonSegment(segment: string, part: 'header' | 'payload'): JsonObj
 function checkAudience(aud: unknown, expected: string): void {
   const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
   if (!audiences.includes(expected)) throw agentError('InvalidAudience', `the token's audience must include "${expected}"`);
-}
-
-function checkValidityWindow(claims: JsonObject, nowSeconds: number, skew: number): number {
-  const { exp, nbf } = claims;
-  if (!isEpochSeconds(exp)) throw agentError('MalformedToken', 'the token has no numeric exp claim');
-  if (exp + skew <= nowSeconds) throw agentError('TokenExpired', `the token expired at ${isoSeconds(exp)}`);
-  if (nbf !== undefined) {
-    if (!isEpochSeconds(nbf)) throw agentError('MalformedToken', 'the token\'s nbf claim is not a number');
-    if (nbf - skew > nowSeconds) throw agentError('TokenNotYetValid', `the token is not valid before ${isoSeconds(nbf)}`);
-  }
-  return exp;
 }
 
 function readIdentity(claims: JsonObject): PodIdentity {
