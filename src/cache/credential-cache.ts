@@ -87,14 +87,22 @@ export class CredentialCache {
     return this.#entries.size;
   }
 
+  /** The synchronous fast path: fresh-enough credentials for the token, or undefined. */
+  hit(token: ProjectedToken): CredentialEntry | undefined {
+    const cached = this.#entries.get(token.key);
+    if (cached === undefined || this.#now() >= cached.mustRefreshAt) return undefined;
+    this.#entries.delete(token.key);
+    this.#entries.set(token.key, cached);
+    this.#served(cached, 'hit');
+    return cached;
+  }
+
+  /** A hit, or the upstream call (shared with any already in flight), or a remembered verdict. */
   async get(token: ProjectedToken): Promise<CacheResult> {
+    const entry = this.hit(token);
+    if (entry !== undefined) return { ok: true, outcome: 'hit', entry };
     const { key } = token;
     const cached = this.#entries.get(key);
-    if (cached !== undefined && this.#now() < cached.mustRefreshAt) {
-      this.#entries.delete(key);
-      this.#entries.set(key, cached);
-      return this.#served(cached, 'hit');
-    }
     const verdict = this.#negative.get(key, this.#now());
     if (verdict !== undefined) return this.#report({ ok: false, outcome: 'negative', error: verdict });
     const pending = this.#inflight.get(key);

@@ -7,6 +7,8 @@ export interface CredentialEntry {
   /** Epoch ms after which the pod can no longer send this token: nothing left to renew for. */
   readonly tokenExpiresAt: number;
   readonly body: Buffer;
+  /** The response headers for `body`, flat as `writeHead` takes them, built once with it. */
+  readonly headers: readonly string[];
   readonly expiresAt: number;
   readonly fetchedAt: number;
   /** Past this, a request waits for fresh credentials instead of taking these (stale ones stand in on failure). */
@@ -55,6 +57,7 @@ export function createEntry(token: string, tokenExpiresAt: number, result: Excha
     token,
     tokenExpiresAt,
     body,
+    headers: ['content-type', 'application/json', 'cache-control', 'no-store', 'content-length', String(body.length)],
     expiresAt: credentials.expiresAt,
     fetchedAt,
     mustRefreshAt,

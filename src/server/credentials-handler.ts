@@ -1,12 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CredentialCache, LookupOutcome } from '../cache/credential-cache.ts';
+import type { CredentialEntry } from '../cache/credential-entry.ts';
 import { type AgentError, agentError, isAgentError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { AgentMetrics } from '../observability/metrics.ts';
-import type { PodIdentity } from '../token/projected-token.ts';
+import type { PodIdentity, ProjectedToken } from '../token/projected-token.ts';
 import { createTokenChecker } from '../token/token-checker.ts';
 import { createHostCheck } from './host-check.ts';
-import { sendError, sendJson } from './responses.ts';
+import { sendError } from './responses.ts';
 
 export const CREDENTIALS_PATH = '/v1/credentials';
 
@@ -22,6 +23,7 @@ export interface CredentialsHandlerOptions {
 
 /** What one request did, for its log line and metrics. Never holds the token or a credential. */
 interface RequestRecord {
+  readonly started: number;
   status: number;
   outcome: LookupOutcome | 'rejected';
   identity: PodIdentity | undefined;
@@ -31,24 +33,32 @@ interface RequestRecord {
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
-/** `GET /v1/credentials`: host, path, method and token checks, then the cache. */
+/**
+ * `GET /v1/credentials`: host, path, method and token checks, then the cache. A hit is answered
+ * synchronously from the entry's prepared body and headers; only a miss waits on a promise.
+ */
 export function createCredentialsHandler(options: CredentialsHandlerOptions): RequestHandler {
   const isBindHost = createHostCheck(options.bindHosts, options.port);
   const tokens = createTokenChecker({ audience: options.audience });
   const now = options.now ?? Date.now;
+  const finish = createFinisher(options);
 
-  async function answer(req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
+  function admit(req: IncomingMessage, record: RequestRecord): ProjectedToken {
     if (!isBindHost(req.headers.host)) throw agentError('ForbiddenHost', 'the Host header must name the agent\'s address');
     if (pathOf(req.url) !== CREDENTIALS_PATH) throw agentError('NotFound', `no such path; credentials are served at ${CREDENTIALS_PATH}`);
     if (req.method !== 'GET') throw agentError('MethodNotAllowed', `${CREDENTIALS_PATH} answers GET only`);
     const token = tokens.check(req.headers.authorization, now());
     record.identity = token.identity;
-    const result = await options.cache.get(token);
-    record.outcome = result.outcome;
-    if (!result.ok) throw result.error;
-    record.upstreamRequestId = result.entry.upstreamRequestId;
+    return token;
+  }
+
+  function respond(res: ServerResponse, record: RequestRecord, entry: CredentialEntry, outcome: LookupOutcome): void {
     record.status = 200;
-    sendJson(res, 200, result.entry.body);
+    record.outcome = outcome;
+    record.upstreamRequestId = entry.upstreamRequestId;
+    if (res.headersSent || res.destroyed) return;
+    res.writeHead(200, entry.headers as string[]);
+    res.end(entry.body);
   }
 
   function fail(res: ServerResponse, record: RequestRecord, caught: unknown): void {
@@ -60,35 +70,64 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
   }
 
   return (req, res) => {
-    const started = performance.now();
-    const record: RequestRecord = { status: 0, outcome: 'rejected', identity: undefined, error: undefined, upstreamRequestId: undefined };
-    answer(req, res, record)
-      .catch((caught: unknown) => fail(res, record, caught))
-      .finally(() => finish(options, record, performance.now() - started));
+    const record: RequestRecord = { started: performance.now(), status: 0, outcome: 'rejected', identity: undefined, error: undefined, upstreamRequestId: undefined };
+    let token: ProjectedToken;
+    try {
+      token = admit(req, record);
+    } catch (caught) {
+      fail(res, record, caught);
+      finish(record);
+      return;
+    }
+    const entry = options.cache.hit(token);
+    if (entry !== undefined) {
+      respond(res, record, entry, 'hit');
+      finish(record);
+      return;
+    }
+    options.cache
+      .get(token)
+      .then(
+        (result) => {
+          if (result.ok) return respond(res, record, result.entry, result.outcome);
+          record.outcome = result.outcome;
+          return fail(res, record, result.error);
+        },
+        (caught: unknown) => fail(res, record, caught),
+      )
+      .finally(() => finish(record));
   };
 }
 
-function finish(options: CredentialsHandlerOptions, record: RequestRecord, durationMs: number): void {
+/** Metrics and the one log line per request; metric children are bound once per label value. */
+function createFinisher(options: CredentialsHandlerOptions): (record: RequestRecord) => void {
   const { metrics, logger } = options;
-  metrics.httpResponses.inc({ code: String(record.status) });
-  if (record.outcome === 'hit' || record.outcome === 'stale') metrics.cacheState.inc({ state: 'hit' });
-  else if (record.outcome === 'miss' || record.outcome === 'coalesced') metrics.cacheState.inc({ state: 'miss' });
-  if (record.error !== undefined && record.outcome !== 'rejected') {
-    metrics.cacheErrors.inc({ type: record.error.code, code: String(record.error.status) });
-  }
-  const fields = {
-    namespace: record.identity?.namespace,
-    serviceAccount: record.identity?.serviceAccount,
-    pod: record.identity?.podName,
-    status: record.status,
-    cache: record.outcome,
-    durationMs: Math.round(durationMs * 1000) / 1000,
-    upstreamRequestId: record.upstreamRequestId,
-    code: record.error?.code,
-    message: record.error?.message,
+  const responses = new Map<number, { inc(): void }>();
+  const hit = metrics.cacheState.labels('hit');
+  const miss = metrics.cacheState.labels('miss');
+  return (record) => {
+    let byStatus = responses.get(record.status);
+    if (byStatus === undefined) responses.set(record.status, (byStatus = metrics.httpResponses.labels(String(record.status))));
+    byStatus.inc();
+    if (record.outcome === 'hit' || record.outcome === 'stale') hit.inc();
+    else if (record.outcome === 'miss' || record.outcome === 'coalesced') miss.inc();
+    if (record.error !== undefined && record.outcome !== 'rejected') {
+      metrics.cacheErrors.inc({ type: record.error.code, code: String(record.error.status) });
+    }
+    const fields = {
+      namespace: record.identity?.namespace,
+      serviceAccount: record.identity?.serviceAccount,
+      pod: record.identity?.podName,
+      status: record.status,
+      cache: record.outcome,
+      durationMs: Math.round((performance.now() - record.started) * 1000) / 1000,
+      upstreamRequestId: record.upstreamRequestId,
+      code: record.error?.code,
+      message: record.error?.message,
+    };
+    if (record.status >= 500) logger.warn(fields, 'credential request failed');
+    else logger.info(fields, 'credential request');
   };
-  if (record.status >= 500) logger.warn(fields, 'credential request failed');
-  else logger.info(fields, 'credential request');
 }
 
 function pathOf(url: string | undefined): string {

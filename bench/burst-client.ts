@@ -1,0 +1,33 @@
+// Sends one request per token, all at once, and reports statuses and latency: the cold-burst load.
+// The connections are opened first (a request to "/", answered locally), so that what is timed is
+// the server's work and not this process setting up a thousand sockets.
+import { readFileSync } from 'node:fs';
+import { Agent, request } from 'undici';
+
+const [url, tokenFile] = process.argv.slice(2) as [string, string];
+const tokens = JSON.parse(readFileSync(tokenFile, 'utf8')) as string[];
+const dispatcher = new Agent({ connections: tokens.length });
+const statuses: Record<string, number> = {};
+const latencies: number[] = [];
+
+const origin = new URL(url).origin;
+await Promise.all(tokens.map(() => request(`${origin}/`, { dispatcher }).then((response) => response.body.dump())));
+
+await Promise.all(
+  tokens.map(async (token) => {
+    const started = performance.now();
+    try {
+      const response = await request(url, { headers: { authorization: token }, dispatcher });
+      await response.body.dump();
+      statuses[response.statusCode] = (statuses[response.statusCode] ?? 0) + 1;
+    } catch (error) {
+      const code = (error as { code?: string }).code ?? 'error';
+      statuses[code] = (statuses[code] ?? 0) + 1;
+    }
+    latencies.push(performance.now() - started);
+  }),
+);
+latencies.sort((a, b) => a - b);
+const at = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0;
+process.stdout.write(JSON.stringify({ statuses, p50Ms: at(50), p99Ms: at(99), maxMs: latencies.at(-1) ?? 0 }));
+await dispatcher.close();

@@ -1,0 +1,136 @@
+// Shared plumbing for the benchmarks: processes, load, reports. Servers under test run in child
+// processes of their own and the load comes from yet another, so no two share an event loop.
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { openSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { promisify } from 'node:util';
+import { request } from 'undici';
+import { type EmulatedCluster, startEmulatedCluster } from '../src/emulator/emulated-cluster.ts';
+
+const run = promisify(execFile);
+const ROOT = new URL('..', import.meta.url).pathname;
+export const NODE = process.execPath;
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startCluster(options: { credentialLifetimeSeconds?: number } = {}): Promise<EmulatedCluster> {
+  const associations = [{ namespace: 'bench', serviceAccount: 'app', roleArn: 'arn:aws:iam::111122223333:role/bench' }];
+  return startEmulatedCluster({ clusterName: 'bench', associations, ...options });
+}
+
+export async function issueTokens(cluster: EmulatedCluster, count: number): Promise<string[]> {
+  const tokens: string[] = [];
+  for (let i = 0; i < count; i += 1) tokens.push(await cluster.issuer.issue({ namespace: 'bench', serviceAccount: 'app', podName: `pod-${i}` }));
+  return tokens;
+}
+
+export interface AgentProcess {
+  readonly child: ChildProcess;
+  readonly url: string;
+  readonly metricsUrl: string;
+  stop(): Promise<void>;
+}
+
+/** The compiled CLI, exactly as deployed, logging at info to /dev/null. */
+export async function startAgent(cluster: EmulatedCluster, extraArgs: string[] = []): Promise<AgentProcess> {
+  const [port, probePort, metricsPort] = [await freePort(), await freePort(), await freePort()];
+  const devNull = openSync('/dev/null', 'w');
+  const args = ['--cluster-name', cluster.clusterName, '--region', cluster.region, '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', String(port), '--probe-port', String(probePort), '--metrics-address', '127.0.0.1', '--metrics-port', String(metricsPort), ...extraArgs];
+  const child = spawn(NODE, [`${ROOT}dist/cli.js`, 'server', ...args], {
+    stdio: ['ignore', devNull, 'inherit'],
+    env: { PATH: process.env.PATH ?? '', SYNC: process.env.SYNC ?? '0', MINLEN: process.env.MINLEN ?? '0', ...(process.env.NO_REDACT ? { NO_REDACT: '1' } : {}), ...(process.env.BENCH_AGENT_NODE_OPTIONS === undefined ? {} : { NODE_OPTIONS: process.env.BENCH_AGENT_NODE_OPTIONS }), AWS_ACCESS_KEY_ID: cluster.nodeCredentials.accessKeyId, AWS_SECRET_ACCESS_KEY: cluster.nodeCredentials.secretAccessKey },
+  });
+  await waitUntilUp(`http://127.0.0.1:${probePort}/healthz`);
+  return { child, url: `http://127.0.0.1:${port}/v1/credentials`, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`, stop: () => stop(child) };
+}
+
+/** A bare node:http server answering a fixed body: the ceiling the agent is measured against. */
+export async function startBareServer(bodyBytes: number, delayMs = 0): Promise<{ child: ChildProcess; url: string; stop(): Promise<void> }> {
+  const port = await freePort();
+  const child = spawn(NODE, [...(process.env.BENCH_BARE_NODE_OPTIONS ? process.env.BENCH_BARE_NODE_OPTIONS.split(' ') : []), `${ROOT}bench/bare-server.ts`, String(port), String(bodyBytes), String(delayMs)], { stdio: 'inherit' });
+  await waitUntilUp(`http://127.0.0.1:${port}/`);
+  return { child, url: `http://127.0.0.1:${port}/v1/credentials`, stop: () => stop(child) };
+}
+
+async function waitUntilUp(url: string): Promise<void> {
+  for (let i = 0; i < 100; i += 1) {
+    try {
+      const response = await request(url);
+      await response.body.dump();
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
+}
+
+export interface LoadResult {
+  readonly requestsPerSecond: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly requests: number;
+  readonly non2xx: number;
+  readonly errors: number;
+}
+
+/** autocannon in its own process. */
+export async function autocannon(url: string, options: { connections: number; seconds: number; headers: Record<string, string> }): Promise<LoadResult> {
+  const headerArgs = Object.entries(options.headers).flatMap(([name, value]) => ['-H', `${name}=${value}`]);
+  const { stdout } = await run(NODE, [`${ROOT}node_modules/autocannon/autocannon.js`, '--json', '-c', String(options.connections), '-d', String(options.seconds), ...headerArgs, url], { maxBuffer: 64 * 1024 * 1024 });
+  const result = JSON.parse(stdout) as { requests: { average: number; total: number }; latency: { p50: number; p99: number }; non2xx: number; errors: number };
+  return { requestsPerSecond: result.requests.average, p50Ms: result.latency.p50, p99Ms: result.latency.p99, requests: result.requests.total, non2xx: result.non2xx, errors: result.errors };
+}
+
+/** Runs bench/burst-client.ts in its own process: every request at once, one per token in `tokens`. */
+export async function burst(url: string, tokens: readonly string[], tokenFile: string): Promise<{ statuses: Record<string, number>; p50Ms: number; p99Ms: number; maxMs: number }> {
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(tokenFile, JSON.stringify(tokens));
+  const { stdout } = await run(NODE, [`${ROOT}bench/burst-client.ts`, url, tokenFile], { maxBuffer: 64 * 1024 * 1024 });
+  return JSON.parse(stdout);
+}
+
+export function rssBytes(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return match === null ? Number.NaN : Number(match[1]) * 1024;
+}
+
+export async function scrape(metricsUrl: string): Promise<Map<string, number>> {
+  const response = await request(metricsUrl);
+  const samples = new Map<string, number>();
+  for (const line of (await response.body.text()).split('\n')) {
+    if (line.startsWith('#') || line === '') continue;
+    const space = line.lastIndexOf(' ');
+    samples.set(line.slice(0, space), Number(line.slice(space + 1)));
+  }
+  return samples;
+}
+
+/** One JSON line for machines, then a table for people. */
+export function report(name: string, summary: Record<string, unknown>, rows: Record<string, string | number>[]): void {
+  process.stdout.write(`${JSON.stringify({ benchmark: name, ...summary })}\n`);
+  console.table(rows);
+}
+
+export function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+export function round(value: number, digits = 2): number {
+  return Math.round(value * 10 ** digits) / 10 ** digits;
+}
