@@ -1,5 +1,6 @@
 // Shared plumbing for the benchmarks: processes, load, reports. Servers under test run in child
 // processes of their own and the load comes from yet another, so no two share an event loop.
+// BENCH_SERVER_NODE_OPTIONS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") goes to the servers under test.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -45,7 +46,7 @@ export async function startAgent(cluster: EmulatedCluster, extraArgs: string[] =
   const args = ['--cluster-name', cluster.clusterName, '--region', cluster.region, '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', String(port), '--probe-port', String(probePort), '--metrics-address', '127.0.0.1', '--metrics-port', String(metricsPort), ...extraArgs];
   const child = spawn(NODE, [`${ROOT}dist/cli.js`, 'server', ...args], {
     stdio: ['ignore', devNull, 'inherit'],
-    env: { PATH: process.env.PATH ?? '', SYNC: process.env.SYNC ?? '0', MINLEN: process.env.MINLEN ?? '0', ...(process.env.NO_REDACT ? { NO_REDACT: '1' } : {}), ...(process.env.BENCH_AGENT_NODE_OPTIONS === undefined ? {} : { NODE_OPTIONS: process.env.BENCH_AGENT_NODE_OPTIONS }), AWS_ACCESS_KEY_ID: cluster.nodeCredentials.accessKeyId, AWS_SECRET_ACCESS_KEY: cluster.nodeCredentials.secretAccessKey },
+    env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS ?? '', AWS_ACCESS_KEY_ID: cluster.nodeCredentials.accessKeyId, AWS_SECRET_ACCESS_KEY: cluster.nodeCredentials.secretAccessKey },
   });
   await waitUntilUp(`http://127.0.0.1:${probePort}/healthz`);
   return { child, url: `http://127.0.0.1:${port}/v1/credentials`, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`, stop: () => stop(child) };
@@ -54,7 +55,10 @@ export async function startAgent(cluster: EmulatedCluster, extraArgs: string[] =
 /** A bare node:http server answering a fixed body: the ceiling the agent is measured against. */
 export async function startBareServer(bodyBytes: number, delayMs = 0): Promise<{ child: ChildProcess; url: string; stop(): Promise<void> }> {
   const port = await freePort();
-  const child = spawn(NODE, [...(process.env.BENCH_BARE_NODE_OPTIONS ? process.env.BENCH_BARE_NODE_OPTIONS.split(' ') : []), `${ROOT}bench/bare-server.ts`, String(port), String(bodyBytes), String(delayMs)], { stdio: 'inherit' });
+  const child = spawn(NODE, [`${ROOT}bench/bare-server.ts`, String(port), String(bodyBytes), String(delayMs)], {
+    stdio: 'inherit',
+    env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS ?? '' },
+  });
   await waitUntilUp(`http://127.0.0.1:${port}/`);
   return { child, url: `http://127.0.0.1:${port}/v1/credentials`, stop: () => stop(child) };
 }
