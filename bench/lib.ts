@@ -12,6 +12,12 @@ const run = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
 export const NODE = process.execPath;
 
+/**
+ * The V8 limits the container image runs the agent with (Dockerfile, ENV NODE_OPTIONS): without them
+ * the young generation alone grows to 128 MB under load. test/dockerfile.test.ts keeps the two equal.
+ */
+export const IMAGE_NODE_OPTIONS = '--max-semi-space-size=4 --max-old-space-size=128';
+
 export function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const server = createServer().listen(0, '127.0.0.1', () => {
@@ -46,7 +52,7 @@ export async function startAgent(cluster: EmulatedCluster, extraArgs: string[] =
   const args = ['--cluster-name', cluster.clusterName, '--region', cluster.region, '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', String(port), '--probe-port', String(probePort), '--metrics-address', '127.0.0.1', '--metrics-port', String(metricsPort), ...extraArgs];
   const child = spawn(NODE, [`${ROOT}dist/cli.js`, 'server', ...args], {
     stdio: ['ignore', devNull, 'inherit'],
-    env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS ?? '', AWS_ACCESS_KEY_ID: cluster.nodeCredentials.accessKeyId, AWS_SECRET_ACCESS_KEY: cluster.nodeCredentials.secretAccessKey },
+    env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}`, AWS_ACCESS_KEY_ID: cluster.nodeCredentials.accessKeyId, AWS_SECRET_ACCESS_KEY: cluster.nodeCredentials.secretAccessKey },
   });
   await waitUntilUp(`http://127.0.0.1:${probePort}/healthz`);
   return { child, url: `http://127.0.0.1:${port}/v1/credentials`, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`, stop: () => stop(child) };
@@ -57,7 +63,7 @@ export async function startBareServer(bodyBytes: number, delayMs = 0): Promise<{
   const port = await freePort();
   const child = spawn(NODE, [`${ROOT}bench/bare-server.ts`, String(port), String(bodyBytes), String(delayMs)], {
     stdio: 'inherit',
-    env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS ?? '' },
+    env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}` },
   });
   await waitUntilUp(`http://127.0.0.1:${port}/`);
   return { child, url: `http://127.0.0.1:${port}/v1/credentials`, stop: () => stop(child) };

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { burst, issueTokens, report, round, rssBytes, scrape, startAgent, startCluster } from './lib.ts';
 
 const IDENTITIES = 10_000;
-const BATCH = 1000;
+// New pods arrive a hundred at a time at most on a busy node.
+const BATCH = 100;
 const MB = 1024 * 1024;
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 2000));
