@@ -20,15 +20,18 @@ function tokenFor(name: string, expiresAtMs = 10 * DAY): ProjectedToken {
 /** An upstream whose answers the test gives, one call at a time, in order. */
 function scriptedUpstream(clock: { now: number }) {
   const calls: string[] = [];
+  const singleAttempt: boolean[] = [];
   const pending: { resolve: (r: ExchangeResult) => void; reject: (e: Error) => void }[] = [];
   let serial = 0;
   return {
     calls,
+    singleAttempt,
     get waiting() {
       return pending.length;
     },
-    exchange: (token: string) => {
+    exchange: (token: string, options?: { singleAttempt?: boolean }) => {
       calls.push(token);
+      singleAttempt.push(options?.singleAttempt === true);
       return new Promise<ExchangeResult>((resolve, reject) => pending.push({ resolve, reject }));
     },
     succeed(lifetimeMs = 6 * HOUR) {
@@ -165,6 +168,7 @@ t.test('refresh ahead: renewed in the background before expiry; requests never w
   const after = await cache.get(tokenFor('a'));
   t.equal(keyIdOf(after), 'ASIA2', 'the renewed credentials are served');
   t.equal(upstream.calls.length, 2);
+  t.same(upstream.singleAttempt, [false, true], 'a pod\'s miss may retry at once; a background renewal makes one attempt');
 });
 
 t.test('retention caps the renewal time; jitter spreads identities fetched together', async (t) => {

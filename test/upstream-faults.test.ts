@@ -124,3 +124,18 @@ t.test('node credentials that cannot be resolved: 503 NodeCredentialsUnavailable
   t.equal(reply.json?.Code, 'NodeCredentialsUnavailable');
   t.equal(h.emulator.callCount, 0);
 });
+
+t.test('background renewal during an outage: one attempt, cached credentials keep being served', async (t) => {
+  const h = await startHarness(t, { args: ['--max-credential-retention-before-renewal', '1s', '--max-service-qps', '10'] });
+  const token = await h.token();
+  const first = await h.send({ authorization: token });
+  t.equal(first.status, 200);
+  h.emulator.inject({ kind: 'error', status: 503, type: 'ServiceUnavailableException' }, 100);
+  await new Promise((resolve) => setTimeout(resolve, 2500));
+  t.equal(h.emulator.callCount, 2, 'the renewal made a single attempt and backed off');
+  const during = await h.send({ authorization: token });
+  t.equal(during.status, 200);
+  t.equal(during.json?.AccessKeyId, first.json?.AccessKeyId, 'the cached credentials');
+  t.match(await h.agent.metrics.registry.metrics(), /pod_identity_cache_renewals_total\{outcome="failed"\} 1/);
+  h.emulator.clearFaults();
+});

@@ -108,7 +108,7 @@ export class CredentialCache {
     const pending = this.#inflight.get(key);
     const outcome: LookupOutcome = pending === undefined ? 'miss' : 'coalesced';
     try {
-      return this.#served(await (pending ?? this.#fetch(key, token.raw, token.expiresAt * 1000)), outcome);
+      return this.#served(await (pending ?? this.#fetch(key, token.raw, token.expiresAt * 1000, false)), outcome);
     } catch (caught) {
       const error = caught as AgentError;
       if (error.retryable && cached !== undefined && this.#usable(cached)) return this.#served(cached, 'stale');
@@ -150,9 +150,9 @@ export class CredentialCache {
     this.#timer = undefined;
   }
 
-  #fetch(key: string, token: string, tokenExpiresAt: number): Promise<CredentialEntry> {
+  #fetch(key: string, token: string, tokenExpiresAt: number, background: boolean): Promise<CredentialEntry> {
     const call = this.#exchange
-      .exchange(token)
+      .exchange(token, { singleAttempt: background })
       .then(
         (result) => {
           const now = this.#now();
@@ -180,7 +180,7 @@ export class CredentialCache {
 
   #renew(key: string, entry: CredentialEntry): void {
     this.#renewing += 1;
-    this.#fetch(key, entry.token, entry.tokenExpiresAt)
+    this.#fetch(key, entry.token, entry.tokenExpiresAt, true)
       .then(
         () => this.#observer.renewal?.('renewed'),
         (error: AgentError) => {

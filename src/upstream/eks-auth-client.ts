@@ -61,8 +61,10 @@ export function createEksAuthClient(options: EksAuthClientOptions): CredentialEx
     }
   }
 
+  const singleAttempt: RetryPolicy = { ...policy, maxAttempts: 1 };
   return {
-    exchange: (token) => withRetry(policy, (signal) => attempt(token, signal), retryHooks),
+    exchange: (token, exchangeOptions) =>
+      withRetry(exchangeOptions?.singleAttempt === true ? singleAttempt : policy, (signal) => attempt(token, signal), retryHooks),
   };
 }
 

@@ -19,5 +19,13 @@ export interface ExchangeResult {
  * AgentErrors whose `retryable` tells the cache whether stale credentials may stand in.
  */
 export interface CredentialExchange {
-  exchange(token: string): Promise<ExchangeResult>;
+  exchange(token: string, options?: ExchangeOptions): Promise<ExchangeResult>;
+}
+
+export interface ExchangeOptions {
+  /**
+   * A background renewal makes one attempt: the cache retries it later with its own backoff, and
+   * retrying at once during throttling would only multiply the calls that the quota refuses.
+   */
+  readonly singleAttempt?: boolean;
 }
