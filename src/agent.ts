@@ -10,10 +10,13 @@ import { createCredentialsHandler } from './server/credentials-handler.ts';
 import { closeServer, createHttpServer, listen } from './server/http-server.ts';
 import { createMetricsHandler } from './server/metrics-handler.ts';
 import { createProbeHandler } from './server/probe-handler.ts';
+import { monitorEventLoop } from './observability/event-loop.ts';
 import { createEksAuthClient } from './upstream/eks-auth-client.ts';
 import { nodeCredentials } from './upstream/node-credentials.ts';
 import type { RetryPolicy } from './upstream/retry.ts';
 import { VERSION } from './version.ts';
+
+const DEFAULT_DRAIN_MS = 5_000;
 
 export interface AgentDeps {
   readonly logger: Logger;
@@ -37,8 +40,11 @@ export interface Agent {
   readonly metrics: AgentMetrics;
   /** Binds every server; rejects when a required address cannot be bound. */
   listen(): Promise<AgentAddresses>;
-  /** Stops accepting, finishes in-flight requests, releases the upstream pool. Idempotent. */
-  close(): Promise<void>;
+  /**
+   * Stops accepting, lets in-flight requests finish (cutting connections still busy after
+   * `deadlineMs`), then closes probes, metrics and the upstream pool. Idempotent.
+   */
+  close(deadlineMs?: number): Promise<void>;
 }
 
 /** Wires the agent from its configuration without touching the network, so tests can build several. */
@@ -47,7 +53,9 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
   const metrics = deps.metrics ?? createMetrics();
   const ownsDispatcher = deps.dispatcher === undefined;
   const dispatcher = deps.dispatcher ?? new EnvHttpProxyAgent({ keepAliveTimeout: 30_000, connections: 64, connect: { timeout: 500 } });
-  const credentials = nodeCredentials(deps.credentialProvider);
+  const credentials = nodeCredentials(deps.credentialProvider, (identity) =>
+    metrics.nodeCredentialsExpiry.set(identity.expiration === undefined ? 0 : identity.expiration.getTime() / 1000),
+  );
   const exchange = createEksAuthClient({
     endpoint: config.endpoint.url,
     region: config.region,
@@ -56,7 +64,11 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     dispatcher,
     userAgent: `pod-identity-agent/${VERSION}`,
     ...(deps.retry === undefined ? {} : { retry: deps.retry }),
-    onAttempt: ({ status, durationMs }) => metrics.upstreamDuration.observe({ code: String(status) }, durationMs / 1000),
+    onAttemptStart: () => metrics.upstreamInflight.inc(),
+    onAttempt: ({ status, durationMs }) => {
+      metrics.upstreamInflight.dec();
+      metrics.upstreamDuration.observe({ code: String(status) }, durationMs / 1000);
+    },
     onRetry: (error) => {
       metrics.upstreamRetries.inc({ code: 'code' in error ? String(error.code) : 'Error' });
       logger.debug({ code: 'code' in error ? error.code : undefined, message: error.message }, 'retrying EKS Auth call');
@@ -75,7 +87,13 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     },
     ...(deps.now === undefined ? {} : { now: deps.now }),
   });
-  metrics.observeCacheSize(() => cache.size);
+  metrics.observe({
+    cacheEntries: () => cache.size,
+    oldestCredentialAgeSeconds: () => {
+      const oldest = cache.oldestFetchedAt();
+      return oldest === undefined ? 0 : ((deps.now ?? Date.now)() - oldest) / 1000;
+    },
+  });
   const credentialsHandler = createCredentialsHandler({
     bindHosts: config.bindHosts,
     port: config.port,
@@ -88,7 +106,9 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
 
   const credentialServers: Server[] = [];
   const bound: AddressInfo[] = [];
-  const probeServer = createHttpServer(createProbeHandler({ listeners: () => bound, nodeCredentials: credentials }));
+  const eventLoop = monitorEventLoop();
+  let draining = false;
+  const probeServer = createHttpServer(createProbeHandler({ listeners: () => bound, nodeCredentials: credentials, eventLoop, draining: () => draining }));
   const metricsServer = createHttpServer(createMetricsHandler(metrics.registry));
   let closing: Promise<void> | undefined;
 
@@ -123,11 +143,15 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
         throw error;
       }
     },
-    close() {
+    close(deadlineMs = DEFAULT_DRAIN_MS) {
       closing ??= (async () => {
+        draining = true;
         cache.close();
-        await Promise.all([...credentialServers, probeServer, metricsServer].map(closeServer));
-        if (ownsDispatcher) await dispatcher.close();
+        // Probes stay up while credentials drain, so that /readyz can say so.
+        await Promise.all(credentialServers.map((server) => closeServer(server, deadlineMs)));
+        await Promise.all([probeServer, metricsServer].map((server) => closeServer(server, 0)));
+        eventLoop.close();
+        if (ownsDispatcher) await dispatcher.destroy();
       })();
       return closing;
     },

@@ -2,7 +2,7 @@
 import { buildAgent } from './agent.ts';
 import { ConfigError, SERVER_USAGE, parseServerArgs } from './config.ts';
 import { formatDuration } from './duration.ts';
-import { createLogger } from './observability/logger.ts';
+import { type Logger, createLogger } from './observability/logger.ts';
 import { VERSION } from './version.ts';
 
 const USAGE = `Usage: pod-identity-agent <command> [flags]
@@ -12,9 +12,6 @@ Commands:
   demo      run the agent against a local EKS Auth emulator and fetch credentials with the AWS SDK
   version   print the version
 `;
-
-/** Shorter than the DaemonSet's grace period, so the kubelet never has to kill the agent. */
-const SHUTDOWN_DEADLINE_MS = 20_000;
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -57,20 +54,36 @@ async function server(argv: readonly string[]): Promise<number> {
     },
     'starting pod-identity-agent',
   );
+  guardProcess(logger);
   const agent = buildAgent(config, { logger });
   await agent.listen();
-  await waitForSignal();
-  logger.info({ deadline: formatDuration(SHUTDOWN_DEADLINE_MS) }, 'shutting down: finishing in-flight requests');
-  const deadline = setTimeout(() => {
-    logger.warn('shutdown deadline reached with requests still in flight');
+  const signal = await waitForSignal();
+  const deadline = formatDuration(config.shutdownTimeoutMs);
+  logger.info({ signal, deadline }, 'shutting down: refusing new connections, finishing in-flight requests');
+  // Backstop: should closing itself hang, leave anyway, still inside the DaemonSet's grace period.
+  setTimeout(() => {
+    logger.warn('shutdown did not complete in time; exiting');
     logger.flush();
     process.exit(0);
-  }, SHUTDOWN_DEADLINE_MS);
-  deadline.unref();
-  await agent.close();
+  }, config.shutdownTimeoutMs + 2000).unref();
+  await agent.close(config.shutdownTimeoutMs);
   logger.info('stopped');
   logger.flush();
   return 0;
+}
+
+/**
+ * A rejected promise nobody awaited belongs to one request or renewal: log it and carry on.
+ * A thrown exception nobody caught leaves the process in an unknown state: log it and exit,
+ * for the kubelet to restart a clean one.
+ */
+function guardProcess(logger: Logger): void {
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled promise rejection'));
+  process.on('uncaughtException', (error) => {
+    logger.fatal({ err: error }, 'uncaught exception; exiting');
+    logger.flush();
+    process.exit(1);
+  });
 }
 
 function waitForSignal(): Promise<NodeJS.Signals> {

@@ -18,6 +18,7 @@ export interface Config {
   readonly maxCacheSize: number;
   readonly maxServiceQps: number;
   readonly negativeCacheTtlMs: number;
+  readonly shutdownTimeoutMs: number;
   readonly audience: string;
   readonly logLevel: LogLevel;
 }
@@ -34,6 +35,7 @@ export const DEFAULTS = {
   maxCacheSize: 2000,
   maxServiceQps: 3,
   negativeCacheTtl: '10s',
+  shutdownTimeout: '20s',
   audience: 'pods.eks.amazonaws.com',
   verbosity: 'info',
 } as const;
@@ -61,6 +63,7 @@ const OPTIONS = {
   'max-cache-size': { type: 'string' },
   'max-service-qps': { type: 'string' },
   'negative-cache-ttl': { type: 'string' },
+  'shutdown-timeout': { type: 'string' },
   audience: { type: 'string' },
   verbosity: { type: 'string', short: 'v' },
   // Accepted so manifests written for the reference agent keep working; rotation is always on here.
@@ -86,6 +89,9 @@ export const SERVER_USAGE = `Usage: pod-identity-agent server --cluster-name NAM
   --max-service-qps N                        background renewals per second (default 3)
   --negative-cache-ttl D                     how long an EKS Auth refusal of a token is remembered
                                              and repeated without a new call (default 10s; 0 disables)
+  --shutdown-timeout D                       on SIGTERM, how long in-flight requests may take before
+                                             their connections are cut (default 20s, under the
+                                             DaemonSet's 30 s grace period)
   --audience AUD                             token audience required (default pods.eks.amazonaws.com)
   -v, --verbosity LEVEL                      0-5 or fatal|error|warn|info|debug|trace (default info)
 `;
@@ -135,6 +141,7 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
   const retention = check(() => parseDurationFlag('--max-credential-retention-before-renewal', values['max-credential-retention-before-renewal'] ?? DEFAULTS.maxCredentialRetention));
   const maxCacheSize = check(() => parseCount('--max-cache-size', values['max-cache-size'], DEFAULTS.maxCacheSize, 0));
   const maxServiceQps = check(() => parseCount('--max-service-qps', values['max-service-qps'], DEFAULTS.maxServiceQps, 1));
+  const shutdownTimeout = check(() => parseDurationFlag('--shutdown-timeout', values['shutdown-timeout'] ?? DEFAULTS.shutdownTimeout));
   const negativeCacheTtl = check(() => parseDurationFlag('--negative-cache-ttl', values['negative-cache-ttl'] ?? DEFAULTS.negativeCacheTtl));
   const audience = check(() => parseAudience(values.audience ?? DEFAULTS.audience));
   const logLevel = check(() => parseVerbosity(values.verbosity ?? DEFAULTS.verbosity));
@@ -154,6 +161,7 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
     maxCacheSize: maxCacheSize!,
     maxServiceQps: maxServiceQps!,
     negativeCacheTtlMs: negativeCacheTtl!,
+    shutdownTimeoutMs: shutdownTimeout!,
     audience: audience!,
     logLevel: logLevel!,
   });

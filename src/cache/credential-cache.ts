@@ -87,6 +87,13 @@ export class CredentialCache {
     return this.#entries.size;
   }
 
+  /** When the oldest credentials still cached were fetched (epoch ms), for the age gauge. */
+  oldestFetchedAt(): number | undefined {
+    let oldest: number | undefined;
+    for (const entry of this.#entries.values()) if (oldest === undefined || entry.fetchedAt < oldest) oldest = entry.fetchedAt;
+    return oldest;
+  }
+
   /** The synchronous fast path: fresh-enough credentials for the token, or undefined. */
   hit(token: ProjectedToken): CredentialEntry | undefined {
     const cached = this.#entries.get(token.key);

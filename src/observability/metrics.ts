@@ -1,87 +1,114 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { VERSION } from '../version.ts';
 
-/** The agent's metrics, on a registry of its own so that several agents can live in one process. */
+/**
+ * The agent's metrics, on a registry of its own so that several agents can live in one process.
+ * No label carries anything unbounded: no token, session name or pod name, only codes and outcomes.
+ */
 export interface AgentMetrics {
   readonly registry: Registry;
-  /** The reference agent's series, kept by name and labels for existing dashboards. */
+  // The reference agent's series, kept by name and labels for existing dashboards.
   readonly httpResponses: Counter<'code'>;
   readonly cacheState: Counter<'state'>;
   readonly cacheErrors: Counter<'type' | 'code'>;
+
+  readonly requestDuration: Histogram<'outcome'>;
   readonly cacheLookups: Counter<'outcome'>;
   readonly cacheRenewals: Counter<'outcome'>;
   readonly cacheEvictions: Counter<'reason'>;
-  readonly cacheEntries: Gauge;
-  /** Where the entries gauge reads its value at scrape time. */
-  observeCacheSize(source: () => number): void;
   readonly upstreamDuration: Histogram<'code'>;
   readonly upstreamRetries: Counter<'code'>;
+  readonly upstreamInflight: Gauge;
+  readonly nodeCredentialsExpiry: Gauge;
+  /** Where the gauges computed at scrape time read their values. */
+  observe(sources: ScrapeSources): void;
 }
+
+export interface ScrapeSources {
+  readonly cacheEntries: () => number;
+  /** Seconds since the oldest cached credentials were fetched; 0 when the cache is empty. */
+  readonly oldestCredentialAgeSeconds: () => number;
+}
+
+// From 50 µs: a hit takes tens of microseconds, a miss one EKS Auth round trip, a failure up to the 2.5 s budget.
+const REQUEST_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+const UPSTREAM_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
 export function createMetrics(options: { readonly defaultMetrics?: boolean } = {}): AgentMetrics {
   const registry = new Registry();
-  let cacheSize: () => number = () => 0;
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+  let sources: ScrapeSources = { cacheEntries: () => 0, oldestCredentialAgeSeconds: () => 0 };
+  const registers = [registry];
+
+  new Gauge({
+    name: 'pod_identity_build_info',
+    help: 'Always 1; labels carry the agent and Node.js versions',
+    labelNames: ['version', 'nodejs_version'],
+    registers,
+  }).set({ version: VERSION, nodejs_version: process.version }, 1);
+  new Gauge({
+    name: 'pod_identity_cache_entries',
+    help: 'Identities in the credential cache',
+    registers,
+    collect() {
+      this.set(sources.cacheEntries());
+    },
+  });
+  new Gauge({
+    name: 'pod_identity_cache_oldest_credential_age_seconds',
+    help: 'Age of the oldest credentials the cache would serve (time since they were fetched)',
+    registers,
+    collect() {
+      this.set(sources.oldestCredentialAgeSeconds());
+    },
+  });
+
   return {
     registry,
-    httpResponses: new Counter({
-      name: 'pod_identity_http_response',
-      help: 'Credential responses by HTTP status code (reference agent series)',
-      labelNames: ['code'],
-      registers: [registry],
-    }),
-    cacheState: new Counter({
-      name: 'pod_identity_cache_state',
-      help: 'Credential cache lookups by state: hit or miss (reference agent series)',
-      labelNames: ['state'],
-      registers: [registry],
-    }),
-    cacheErrors: new Counter({
-      name: 'pod_identity_cache_errors',
-      help: 'Failed credential fetches by error type and code (reference agent series)',
-      labelNames: ['type', 'code'],
-      registers: [registry],
+    httpResponses: new Counter({ name: 'pod_identity_http_response', help: 'Credential responses by HTTP status code (reference agent series)', labelNames: ['code'], registers }),
+    cacheState: new Counter({ name: 'pod_identity_cache_state', help: 'Credential cache lookups by state: hit or miss (reference agent series)', labelNames: ['state'], registers }),
+    cacheErrors: new Counter({ name: 'pod_identity_cache_errors', help: 'Failed credential fetches by error code and HTTP status (reference agent series)', labelNames: ['type', 'code'], registers }),
+    requestDuration: new Histogram({
+      name: 'pod_identity_request_duration_seconds',
+      help: 'Credential requests from arrival to answer, by outcome: hit, miss, coalesced, stale, error',
+      labelNames: ['outcome'],
+      buckets: REQUEST_BUCKETS,
+      registers,
     }),
     cacheLookups: new Counter({
       name: 'pod_identity_cache_lookups_total',
       help: 'Credential cache look-ups by outcome: hit, miss, coalesced (joined another request\'s upstream call), stale (served during an upstream failure), negative (remembered upstream verdict)',
       labelNames: ['outcome'],
-      registers: [registry],
+      registers,
     }),
     cacheRenewals: new Counter({
       name: 'pod_identity_cache_renewals_total',
       help: 'Background renewals by outcome: renewed, failed (temporary, retried later), dropped (upstream verdict on the token)',
       labelNames: ['outcome'],
-      registers: [registry],
+      registers,
     }),
     cacheEvictions: new Counter({
       name: 'pod_identity_cache_evictions_total',
       help: 'Identities removed from the cache by reason: capacity, token_expired, idle, expired, rejected',
       labelNames: ['reason'],
-      registers: [registry],
+      registers,
     }),
-    cacheEntries: new Gauge({
-      name: 'pod_identity_cache_entries',
-      help: 'Identities in the credential cache',
-      registers: [registry],
-      collect() {
-        this.set(cacheSize());
-      },
-    }),
-    observeCacheSize(source) {
-      cacheSize = source;
-    },
     upstreamDuration: new Histogram({
       name: 'pod_identity_upstream_request_duration_seconds',
       help: 'EKS Auth call attempts by HTTP status (0: no answer)',
       labelNames: ['code'],
-      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-      registers: [registry],
+      buckets: UPSTREAM_BUCKETS,
+      registers,
     }),
-    upstreamRetries: new Counter({
-      name: 'pod_identity_upstream_retries_total',
-      help: 'EKS Auth call attempts retried, by the error code that caused the retry',
-      labelNames: ['code'],
-      registers: [registry],
+    upstreamRetries: new Counter({ name: 'pod_identity_upstream_retries_total', help: 'EKS Auth call attempts retried, by the error code that caused the retry', labelNames: ['code'], registers }),
+    upstreamInflight: new Gauge({ name: 'pod_identity_upstream_inflight_requests', help: 'EKS Auth call attempts under way', registers }),
+    nodeCredentialsExpiry: new Gauge({
+      name: 'pod_identity_node_credentials_expiry_timestamp_seconds',
+      help: 'When the node\'s own AWS credentials last resolved expire (Unix time); 0 for credentials without expiry or none resolved yet',
+      registers,
     }),
+    observe(next) {
+      sources = next;
+    },
   };
 }

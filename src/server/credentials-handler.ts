@@ -69,8 +69,7 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
     sendError(res, error, error.code === 'MethodNotAllowed' ? { allow: 'GET' } : {});
   }
 
-  return (req, res) => {
-    const record: RequestRecord = { started: performance.now(), status: 0, outcome: 'rejected', identity: undefined, error: undefined, upstreamRequestId: undefined };
+  function handle(req: IncomingMessage, res: ServerResponse, record: RequestRecord): void {
     let token: ProjectedToken;
     try {
       token = admit(req, record);
@@ -95,7 +94,19 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
         },
         (caught: unknown) => fail(res, record, caught),
       )
+      .catch((caught: unknown) => fail(res, record, caught))
       .finally(() => finish(record));
+  }
+
+  // Whatever goes wrong inside one request ends as that request's 500, never as the process's crash.
+  return (req, res) => {
+    const record: RequestRecord = { started: performance.now(), status: 0, outcome: 'rejected', identity: undefined, error: undefined, upstreamRequestId: undefined };
+    try {
+      handle(req, res, record);
+    } catch (caught) {
+      fail(res, record, caught);
+      finish(record);
+    }
   };
 }
 
@@ -103,30 +114,50 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
 function createFinisher(options: CredentialsHandlerOptions): (record: RequestRecord) => void {
   const { metrics, logger } = options;
   const responses = new Map<number, { inc(): void }>();
+  const durations = new Map<string, { observe(seconds: number): void }>();
   const hit = metrics.cacheState.labels('hit');
   const miss = metrics.cacheState.labels('miss');
-  return (record) => {
-    let byStatus = responses.get(record.status);
-    if (byStatus === undefined) responses.set(record.status, (byStatus = metrics.httpResponses.labels(String(record.status))));
+
+  function record(request: RequestRecord, seconds: number): void {
+    let byStatus = responses.get(request.status);
+    if (byStatus === undefined) responses.set(request.status, (byStatus = metrics.httpResponses.labels(String(request.status))));
     byStatus.inc();
-    if (record.outcome === 'hit' || record.outcome === 'stale') hit.inc();
-    else if (record.outcome === 'miss' || record.outcome === 'coalesced') miss.inc();
-    if (record.error !== undefined && record.outcome !== 'rejected') {
-      metrics.cacheErrors.inc({ type: record.error.code, code: String(record.error.status) });
+    const outcome = request.status === 200 ? request.outcome : 'error';
+    let byOutcome = durations.get(outcome);
+    if (byOutcome === undefined) durations.set(outcome, (byOutcome = metrics.requestDuration.labels(outcome)));
+    byOutcome.observe(seconds);
+    if (request.outcome === 'hit' || request.outcome === 'stale') hit.inc();
+    else if (request.outcome === 'miss' || request.outcome === 'coalesced') miss.inc();
+    if (request.error !== undefined && request.outcome !== 'rejected') {
+      metrics.cacheErrors.inc({ type: request.error.code, code: String(request.error.status) });
     }
+  }
+
+  function log(request: RequestRecord, seconds: number): void {
     const fields = {
-      namespace: record.identity?.namespace,
-      serviceAccount: record.identity?.serviceAccount,
-      pod: record.identity?.podName,
-      status: record.status,
-      cache: record.outcome,
-      durationMs: Math.round((performance.now() - record.started) * 1000) / 1000,
-      upstreamRequestId: record.upstreamRequestId,
-      code: record.error?.code,
-      message: record.error?.message,
+      namespace: request.identity?.namespace,
+      serviceAccount: request.identity?.serviceAccount,
+      pod: request.identity?.podName,
+      status: request.status,
+      cache: request.outcome,
+      durationMs: Math.round(seconds * 1e6) / 1000,
+      upstreamRequestId: request.upstreamRequestId,
+      code: request.error?.code,
+      message: request.error?.message,
     };
-    if (record.status >= 500) logger.warn(fields, 'credential request failed');
+    if (request.status >= 500) logger.warn(fields, 'credential request failed');
     else logger.info(fields, 'credential request');
+  }
+
+  return (request) => {
+    const seconds = (performance.now() - request.started) / 1000;
+    try {
+      record(request, seconds);
+      log(request, seconds);
+    } catch (error) {
+      // Bookkeeping must not fail the request, nor escape as an unhandled rejection.
+      logger.error({ err: error }, 'recording a credential request failed');
+    }
   };
 }
 

@@ -35,11 +35,21 @@ export function listen(server: Server, host: string, port: number): Promise<Addr
   });
 }
 
-/** Stops accepting, lets in-flight requests finish, and drops idle keep-alive sockets at once. */
-export function closeServer(server: Server): Promise<void> {
+/**
+ * Stops accepting, lets in-flight requests finish, and closes each connection as soon as it is idle.
+ * Connections still busy at the deadline are cut.
+ */
+export function closeServer(server: Server, deadlineMs: number): Promise<void> {
   if (!server.listening) return Promise.resolve();
   return new Promise((resolve) => {
-    server.close(() => resolve());
+    // A keep-alive connection becomes idle when its last response is written; close it then.
+    const sweeper = setInterval(() => server.closeIdleConnections(), 50);
+    const cutoff = setTimeout(() => server.closeAllConnections(), deadlineMs);
+    server.close(() => {
+      clearInterval(sweeper);
+      clearTimeout(cutoff);
+      resolve();
+    });
     server.closeIdleConnections();
   });
 }

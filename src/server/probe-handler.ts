@@ -1,5 +1,6 @@
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { EventLoopMonitor } from '../observability/event-loop.ts';
 import type { NodeCredentials } from '../upstream/node-credentials.ts';
 import type { RequestHandler } from './credentials-handler.ts';
 import { sendJson } from './responses.ts';
@@ -8,6 +9,10 @@ export interface ProbeOptions {
   /** The credential listeners actually bound. */
   readonly listeners: () => readonly AddressInfo[];
   readonly nodeCredentials: NodeCredentials;
+  readonly eventLoop: EventLoopMonitor;
+  /** True once shutdown began: not ready, whatever else holds. */
+  readonly draining: () => boolean;
+  /** Each check's own limit, so that both probes answer within 1 s. */
   readonly timeoutMs?: number;
 }
 
@@ -16,13 +21,18 @@ interface CheckResult {
   readonly error?: string;
 }
 
-/** `/healthz`: the process answers. `/readyz`: every listener answers and node credentials resolve. */
+/** An SDK gives up after 1 s: an event loop that lags that much fails every pod that asks. */
+export const UNRESPONSIVE_DELAY_MS = 1000;
+
+/** `/healthz`: the event loop answers promptly. `/readyz`: every listener answers and node credentials resolve. */
 export function createProbeHandler(options: ProbeOptions): RequestHandler {
-  const timeoutMs = options.timeoutMs ?? 900;
+  const timeoutMs = options.timeoutMs ?? 800;
   return (req, res) => {
     const path = req.url?.split('?')[0];
     if (path === '/healthz') {
-      sendJson(res, 200, JSON.stringify({ status: 'ok' }));
+      const delay = options.eventLoop.sample();
+      const healthy = delay.p99Ms < UNRESPONSIVE_DELAY_MS;
+      sendJson(res, healthy ? 200 : 503, JSON.stringify({ status: healthy ? 'ok' : 'unresponsive', eventLoopDelayMs: delay }));
       return;
     }
     if (path !== '/readyz') {
@@ -40,8 +50,9 @@ async function readiness(options: ProbeOptions, timeoutMs: number) {
     ...listeners.map((address) => withTimeout(checkListener(address), timeoutMs)),
   ]);
   const listenerReport = listeners.map((address, i) => ({ address: `${formatHost(address)}:${address.port}`, ...listenerChecks[i] }));
-  const ready = listeners.length > 0 && credentials.ok && listenerChecks.every((check) => check.ok);
-  return { ready, checks: { listeners: listenerReport, nodeCredentials: credentials } };
+  const draining = options.draining();
+  const ready = !draining && listeners.length > 0 && credentials.ok && listenerChecks.every((check) => check.ok);
+  return { ready, draining, checks: { listeners: listenerReport, nodeCredentials: credentials } };
 }
 
 async function checkCredentials(nodeCredentials: NodeCredentials): Promise<CheckResult> {

@@ -22,6 +22,7 @@ export interface EksAuthClientOptions {
   readonly dispatcher: Dispatcher;
   readonly userAgent: string;
   readonly retry?: RetryPolicy;
+  readonly onAttemptStart?: () => void;
   readonly onAttempt?: (report: AttemptReport) => void;
   readonly onRetry?: (error: Error, attempt: number) => void;
 }
@@ -44,6 +45,7 @@ export function createEksAuthClient(options: EksAuthClientOptions): CredentialEx
     const signed = await signer.sign(unsigned);
     const started = performance.now();
     let status = 0;
+    options.onAttemptStart?.();
     try {
       const response = await options.dispatcher.request({
         origin: options.endpoint.origin,

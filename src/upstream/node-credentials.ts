@@ -10,10 +10,12 @@ export type NodeCredentials = () => Promise<AwsCredentialIdentity>;
  * container, instance metadata) so that its failures become a typed, retryable AgentError.
  * The chain memoizes and refreshes before expiry by itself.
  */
-export function nodeCredentials(provider: AwsCredentialIdentityProvider = fromNodeProviderChain()): NodeCredentials {
+export function nodeCredentials(provider: AwsCredentialIdentityProvider = fromNodeProviderChain(), onResolved?: (identity: AwsCredentialIdentity) => void): NodeCredentials {
   return async () => {
     try {
-      return await provider();
+      const identity = await provider();
+      onResolved?.(identity);
+      return identity;
     } catch (error) {
       throw agentError('NodeCredentialsUnavailable', `the node's AWS credentials could not be resolved: ${(error as Error).message}`, { cause: error });
     }
