@@ -1,14 +1,13 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { VERSION } from '../src/version.ts';
-import { NODE_CREDENTIALS, sendRequest, startTestCluster } from './helpers/harness.ts';
+import { NODE_CREDENTIALS, freePort, sendRequest, startTestCluster } from './helpers/harness.ts';
+import { BASE_ENV, CLI, startServerProcess } from './helpers/cli-process.ts';
 import { createLogAudit } from './helpers/log-audit.ts';
 
 const run = promisify(execFile);
-const CLI = new URL('../dist/cli.js', import.meta.url).pathname;
-const BASE_ENV = { PATH: process.env.PATH ?? '', HOME: '/nonexistent', AWS_EC2_METADATA_DISABLED: 'true' };
 
 interface Exit {
   readonly code: number | null;
@@ -24,15 +23,6 @@ async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Exit> {
     const failed = error as { code: number; stdout: string; stderr: string };
     return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 t.test('version', async (t) => {
@@ -69,35 +59,13 @@ t.test('a port already in use is fatal', async (t) => {
   t.match(result.stderr, /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/);
 });
 
-/** Waits for the line that says the server is up; collects all output. */
-function startServer(args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; output: () => string }> {
-  const child = spawn(process.execPath, [CLI, 'server', ...args], { env: { ...BASE_ENV, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 10_000);
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString();
-      if (output.includes('probes and metrics listening')) {
-        clearTimeout(timer);
-        resolve({ child, output: () => output });
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('exit', (code) => reject(new Error(`server exited with ${code}:\n${output}`)));
-  });
-}
-
 t.test('the documented command line serves credentials; an absent IPv6 bind host is a warning; SIGTERM exits 0', async (t) => {
-  const { issuer, emulator } = await startTestCluster();
+  const cluster = await startTestCluster();
+  const { issuer, emulator } = cluster;
   t.teardown(() => emulator.close());
-  const [port, probePort, metricsPort] = [await freePort(), await freePort(), await freePort()];
-  const { child, output } = await startServer(
-    ['--cluster-name', 'c1', '--bind-hosts', '127.0.0.1,[fd00:ec2::23]', '--port', String(port), '--probe-port', String(probePort), '--metrics-port', String(metricsPort), '--endpoint', emulator.url],
-    { AWS_REGION: 'us-west-2', AWS_ACCESS_KEY_ID: NODE_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: NODE_CREDENTIALS.secretAccessKey },
-  );
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  t.teardown(() => child.kill('SIGKILL'));
+  const server = await startServerProcess(t, cluster, ['--bind-hosts', '127.0.0.1,[fd00:ec2::23]']);
+  const { credentials: port, probe: probePort, metrics: metricsPort } = server.ports;
+  const output = server.output;
 
   const audit = createLogAudit();
   audit.secrets.add(NODE_CREDENTIALS.secretAccessKey);
@@ -116,8 +84,8 @@ t.test('the documented command line serves credentials; an absent IPv6 bind host
   const metrics = await sendRequest(metricsPort, { path: '/metrics', host: '127.0.0.1' });
   t.match(metrics.text, /pod_identity_http_response\{code="200"\} 1/);
 
-  child.kill('SIGTERM');
-  t.equal(await exited, 0, 'SIGTERM exits 0');
+  server.child.kill('SIGTERM');
+  t.equal((await server.exited).code, 0, 'SIGTERM exits 0');
   const lines = output().trim().split('\n');
   const logs = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
   t.match(logs[0], { level: 'info', msg: 'starting pod-identity-agent', version: VERSION, config: { clusterName: 'c1', endpointSource: '--endpoint' } });

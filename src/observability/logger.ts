@@ -60,6 +60,8 @@ export function createLogger(options: LoggerOptions): Logger {
       level: options.level,
       base: { service: 'pod-identity-agent' },
       timestamp: pino.stdTimeFunctions.isoTime,
+      // Errors anywhere in a line are serialised by scrub() already; pino's own pass would relabel them "Object".
+      serializers: { err: (value: unknown) => value },
       formatters: {
         level: (label) => ({ level: label }),
         log: (object) => scrub(object) as Record<string, unknown>,

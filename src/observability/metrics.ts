@@ -36,7 +36,11 @@ const UPSTREAM_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
 export function createMetrics(options: { readonly defaultMetrics?: boolean } = {}): AgentMetrics {
   const registry = new Registry();
-  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+  if (options.defaultMetrics ?? true) {
+    collectDefaultMetrics({ register: registry });
+    // Gauges named like counters, which promtool rightly flags; sum the per-type series instead.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
+  }
   let sources: ScrapeSources = { cacheEntries: () => 0, oldestCredentialAgeSeconds: () => 0 };
   const registers = [registry];
 

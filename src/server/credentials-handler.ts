@@ -145,7 +145,9 @@ function createFinisher(options: CredentialsHandlerOptions): (record: RequestRec
       code: request.error?.code,
       message: request.error?.message,
     };
-    if (request.status >= 500) logger.warn(fields, 'credential request failed');
+    // A bug is worth its stack trace; the pod got a bare InternalError.
+    if (request.error?.code === 'InternalError') logger.error({ ...fields, err: request.error.cause }, 'credential request failed inside the agent');
+    else if (request.status >= 500) logger.warn(fields, 'credential request failed');
     else logger.info(fields, 'credential request');
   }
 

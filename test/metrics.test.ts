@@ -1,0 +1,107 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import t from 'tap';
+import { sendRequest, startHarness } from './helpers/harness.ts';
+
+const run = promisify(execFile);
+const promtool = await run('promtool', ['--version']).then(
+  () => true,
+  () => false,
+);
+
+// The reference's three counters keep their names (and so lack `_total`) for existing dashboards.
+const REFERENCE_COUNTERS = ['pod_identity_http_response', 'pod_identity_cache_state', 'pod_identity_cache_errors'];
+
+async function scrape(port: number): Promise<string> {
+  const reply = await sendRequest(port, { path: '/metrics', host: '127.0.0.1' });
+  if (reply.status !== 200) throw new Error(`/metrics answered ${reply.status}`);
+  return reply.text;
+}
+
+function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+t.test('promtool finds nothing to complain about but the reference names', { skip: promtool ? false : 'promtool is not installed (Debian package prometheus)' }, async (t) => {
+  const h = await startHarness(t);
+  await h.send({ authorization: await h.token() });
+  await h.send({ authorization: 'not-a-token' });
+  const text = await scrape(h.addresses.metrics.port);
+  const lint = await new Promise<string>((resolve) => {
+    const child = execFile('promtool', ['check', 'metrics'], (_error, stdout, stderr) => resolve(`${stdout}${stderr}`));
+    child.stdin?.end(text);
+  });
+  const problems = lint.split('\n').filter((line) => line.trim() !== '');
+  const unexpected = problems.filter((line) => !REFERENCE_COUNTERS.some((name) => line.startsWith(`${name} counter metrics should have "_total" suffix`)));
+  t.same(unexpected, [], 'no lint beyond the reference counters\' missing _total');
+  t.ok(problems.length <= REFERENCE_COUNTERS.length);
+});
+
+t.test('the series exist with bounded labels and move as requests happen', async (t) => {
+  const h = await startHarness(t);
+  const token = await h.token({ podName: 'very-unique-pod-name-123' });
+  const before = await scrape(h.addresses.metrics.port);
+  t.equal(sample(before, 'pod_identity_cache_entries'), 0);
+  t.match(before, /^pod_identity_build_info\{version="\d+\.\d+\.\d+",nodejs_version="v24\.[\d.]+"\} 1$/m);
+  t.match(before, /^pod_identity_node_credentials_expiry_timestamp_seconds 0$/m, 'static node keys: no expiry');
+  t.match(before, /^process_resident_memory_bytes \d+/m, 'process metrics');
+  t.match(before, /^nodejs_eventloop_lag_seconds /m, 'Node.js metrics');
+
+  await h.send({ authorization: token });
+  await h.send({ authorization: token });
+  await h.send({ authorization: token, host: 'evil.example' });
+  h.emulator.inject({ kind: 'error', status: 503, type: 'ServiceUnavailableException' }, 10);
+  await h.send({ authorization: await h.token({ podName: 'p2' }) });
+  h.emulator.clearFaults();
+  const after = await scrape(h.addresses.metrics.port);
+
+  t.equal(sample(after, 'pod_identity_http_response{code="200"}'), 2);
+  t.equal(sample(after, 'pod_identity_http_response{code="403"}'), 1);
+  t.equal(sample(after, 'pod_identity_http_response{code="503"}'), 1);
+  t.equal(sample(after, 'pod_identity_cache_state{state="hit"}'), 1);
+  t.equal(sample(after, 'pod_identity_cache_state{state="miss"}'), 2);
+  t.equal(sample(after, 'pod_identity_cache_errors{type="ServiceUnavailableException",code="503"}'), 1);
+  t.equal(sample(after, 'pod_identity_request_duration_seconds_count{outcome="hit"}'), 1);
+  t.equal(sample(after, 'pod_identity_request_duration_seconds_count{outcome="miss"}'), 1);
+  t.equal(sample(after, 'pod_identity_request_duration_seconds_count{outcome="error"}'), 2);
+  t.ok((sample(after, 'pod_identity_request_duration_seconds_bucket{le="0.001",outcome="hit"}') ?? 0) >= 0, 'sub-millisecond buckets exist');
+  t.equal(sample(after, 'pod_identity_cache_lookups_total{outcome="hit"}'), 1);
+  t.equal(sample(after, 'pod_identity_cache_entries'), 1);
+  t.equal(sample(after, 'pod_identity_upstream_inflight_requests'), 0);
+  t.ok((sample(after, 'pod_identity_upstream_request_duration_seconds_count{code="503"}') ?? 0) >= 1);
+  t.ok((sample(after, 'pod_identity_cache_oldest_credential_age_seconds') ?? -1) >= 0);
+
+  const labelValues = [...after.matchAll(/\{([^}]*)\}/g)].flatMap((m) => [...(m[1] ?? '').matchAll(/="([^"]*)"/g)].map((v) => v[1] ?? ''));
+  t.notOk(labelValues.some((value) => value.includes('very-unique-pod-name') || value.includes('eyJ') || value.includes('evil')), 'no pod name, token or Host in any label');
+});
+
+t.test('the Grafana dashboard queries only series the agent exports, in valid PromQL', async (t) => {
+  const { readFile, writeFile, mkdtemp, rm } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dashboard = JSON.parse(await readFile(new URL('../daemonset/grafana-dashboard.json', import.meta.url), 'utf8')) as { panels: { title: string; targets: { expr: string }[] }[] };
+  const exprs = dashboard.panels.flatMap((panel) => panel.targets.map((target) => target.expr));
+  t.ok(exprs.length >= 10);
+  const h = await startHarness(t);
+  await h.send({ authorization: await h.token() });
+  // Declared families (a labelled counter has no sample until first counted), with a histogram's series.
+  const exported = new Set(
+    [...(await scrape(h.addresses.metrics.port)).matchAll(/^# TYPE (\S+) (\S+)$/gm)].flatMap(([, name, type]) =>
+      type === 'histogram' ? [`${name}_bucket`, `${name}_count`, `${name}_sum`] : [name as string],
+    ),
+  );
+  const used = new Set(exprs.flatMap((expr) => expr.match(/\b(?:pod_identity|process|nodejs)_[a-z0-9_]+/g) ?? []));
+  t.same([...used].filter((name) => !exported.has(name)), [], 'every series a panel queries is exported');
+  for (const wanted of ['pod_identity_request_duration_seconds_bucket', 'pod_identity_cache_lookups_total', 'pod_identity_upstream_request_duration_seconds_count', 'pod_identity_cache_renewals_total', 'pod_identity_cache_errors']) {
+    t.ok(used.has(wanted), `a panel shows ${wanted}`);
+  }
+  if (!promtool) return;
+  // promtool checks PromQL in rule files; Grafana's variables become plain values first.
+  const dir = await mkdtemp(join(tmpdir(), 'pia-dash-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const rules = exprs.map((expr, i) => `      - record: dashboard:panel_${i}\n        expr: ${JSON.stringify(expr.replaceAll('$__rate_interval', '5m').replaceAll('$job', '.*').replaceAll('$instance', '.*'))}`);
+  await writeFile(join(dir, 'rules.yml'), `groups:\n  - name: dashboard\n    rules:\n${rules.join('\n')}\n`);
+  const { stdout } = await run('promtool', ['check', 'rules', join(dir, 'rules.yml')]);
+  t.match(stdout, `SUCCESS: ${exprs.length} rules found`);
+});
