@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { buildAgent } from './agent.ts';
-import { ConfigError, SERVER_USAGE, parseServerArgs } from './config.ts';
+import { pino } from 'pino';
+import { ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } from './config.ts';
+import { initialize } from './netsetup/initialize.ts';
 import { formatDuration } from './duration.ts';
 import { type Logger, createLogger } from './observability/logger.ts';
 import { VERSION } from './version.ts';
@@ -8,9 +10,10 @@ import { VERSION } from './version.ts';
 const USAGE = `Usage: pod-identity-agent <command> [flags]
 
 Commands:
-  server    serve pod credentials (see: pod-identity-agent server --help)
-  demo      run the agent against a local EKS Auth emulator and fetch credentials with the AWS SDK
-  version   print the version
+  server      serve pod credentials (see: pod-identity-agent server --help)
+  initialize  give this node the agent's link-local addresses (see: pod-identity-agent initialize --help)
+  demo        run the agent against a local EKS Auth emulator and fetch credentials with the AWS SDK
+  version     print the version
 `;
 
 async function main(argv: readonly string[]): Promise<number> {
@@ -18,6 +21,8 @@ async function main(argv: readonly string[]): Promise<number> {
   switch (command) {
     case 'server':
       return server(rest);
+    case 'initialize':
+      return initializeNode(rest);
     case 'demo': {
       const { runDemo } = await import('./demo.ts');
       return runDemo();
@@ -86,6 +91,18 @@ function guardProcess(logger: Logger): void {
   });
 }
 
+async function initializeNode(argv: readonly string[]): Promise<number> {
+  const parsed = parseInitializeArgs(argv);
+  if (parsed.config === undefined) {
+    process.stdout.write(INITIALIZE_USAGE);
+    return 0;
+  }
+  const logger = createLogger({ level: parsed.config.logLevel, destination: pino.destination({ dest: 1, sync: true }) });
+  logger.info({ version: VERSION, config: parsed.config }, 'initializing node');
+  await initialize({ ...parsed.config, log: (level, message, fields) => logger[level](fields ?? {}, message) });
+  return 0;
+}
+
 function waitForSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
@@ -98,14 +115,15 @@ function waitForSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-main(process.argv.slice(2)).then(
+const argv = process.argv.slice(2);
+main(argv).then(
   (code) => {
     process.exitCode = code;
   },
   (error: unknown) => {
     // One clear line: operators read this in `kubectl logs` of a crash-looping pod.
-    const message = error instanceof ConfigError ? error.message : `cannot start: ${(error as Error).message}`;
-    process.stderr.write(`pod-identity-agent: ${message}\n`);
+    const message = error instanceof ConfigError ? error.message : `${argv[0] === 'server' ? 'cannot start' : 'failed'}: ${(error as Error).message}`;
+    process.stderr.write(`pod-identity-agent ${argv[0] ?? ''}: ${message}\n`);
     process.exitCode = 1;
   },
 );

@@ -232,3 +232,62 @@ function parseVerbosity(value: string): LogLevel {
   if (level === undefined) throw new Error(`--verbosity: "${value}" is not 0-5 or one of ${LEVELS.join(', ')}`);
   return level;
 }
+
+/** `initialize`: flags for the node set-up. */
+export interface InitializeConfig {
+  readonly ipv6: boolean;
+  readonly linkType: 'auto' | 'dummy' | 'veth';
+  readonly redirectPort: number | undefined;
+  readonly logLevel: LogLevel;
+}
+
+export const INITIALIZE_USAGE = `Usage: pod-identity-agent initialize [flags]
+
+Gives this node the link pod-id-link0 with 169.254.170.23/32 and fd00:ec2::23/128 and routes to them.
+Idempotent; needs NET_ADMIN only.
+
+  --no-ipv6                 skip fd00:ec2::23
+  --link-type TYPE          auto (dummy, else a veth pair where the kernel has no dummy), dummy or veth
+  --redirect-port N         redirect TCP port 80 of the addresses to N (nftables), for an agent that
+                            runs unprivileged on port N
+  -v, --verbosity LEVEL     as for server
+`;
+
+export function parseInitializeArgs(argv: readonly string[]): { help: boolean; config?: InitializeConfig } {
+  let values;
+  try {
+    values = parseArgs({
+      args: [...argv],
+      options: {
+        'no-ipv6': { type: 'boolean' },
+        'link-type': { type: 'string' },
+        'redirect-port': { type: 'string' },
+        verbosity: { type: 'string', short: 'v' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (error) {
+    throw new ConfigError([(error as Error).message]);
+  }
+  if (values.help === true) return { help: true };
+  const problems: string[] = [];
+  const linkType = values['link-type'] ?? 'auto';
+  if (linkType !== 'auto' && linkType !== 'dummy' && linkType !== 'veth') problems.push(`--link-type: "${linkType}" is not auto, dummy or veth`);
+  let redirectPort: number | undefined;
+  try {
+    redirectPort = values['redirect-port'] === undefined ? undefined : parsePort('--redirect-port', values['redirect-port'], 0);
+    if (redirectPort === 0 || redirectPort === 80) problems.push('--redirect-port must be a port other than 0 and 80');
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
+  let logLevel: LogLevel = 'info';
+  try {
+    logLevel = parseVerbosity(values.verbosity ?? DEFAULTS.verbosity);
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { help: false, config: Object.freeze({ ipv6: values['no-ipv6'] !== true, linkType: linkType as InitializeConfig['linkType'], redirectPort, logLevel }) };
+}

@@ -46,7 +46,7 @@ t.test('start-up fails fast with one clear line', async (t) => {
     const result = await cli(args, env);
     t.not(result.code, 0, `${name}: non-zero exit`);
     t.match(result.stderr, message, name);
-    t.equal(result.stderr.trim().split('\n').filter((line) => line.startsWith('pod-identity-agent:')).length, 1, `${name}: one line`);
+    t.equal(result.stderr.trim().split('\n').filter((line) => line.startsWith('pod-identity-agent')).length, 1, `${name}: one line`);
   }
 });
 

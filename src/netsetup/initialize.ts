@@ -1,0 +1,125 @@
+import { CommandError, ipJson, run } from './command.ts';
+import { type RedirectTarget, ensureRedirect } from './port-redirect.ts';
+
+export const LINK_NAME = 'pod-id-link0';
+export const IPV4_ADDRESS = '169.254.170.23';
+export const IPV6_ADDRESS = 'fd00:ec2::23';
+
+export type LinkType = 'auto' | 'dummy' | 'veth';
+
+export interface InitializeOptions {
+  readonly ipv6: boolean;
+  readonly linkType: LinkType;
+  /** When set, TCP to the addresses' port 80 is redirected to this port (see port-redirect.ts). */
+  readonly redirectPort: number | undefined;
+  readonly log: (level: 'info' | 'warn', message: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface InitializeReport {
+  /** What this run changed; empty when the node was already set up. */
+  readonly changes: readonly string[];
+  readonly warnings: readonly string[];
+}
+
+interface Link {
+  readonly ifname: string;
+  readonly flags: readonly string[];
+  readonly linkinfo?: { readonly info_kind?: string };
+}
+
+interface AddressInfo {
+  readonly addr_info: readonly { readonly family: string; readonly local: string; readonly prefixlen: number }[];
+}
+
+/**
+ * Gives the node the agent's link-local addresses, the way the reference agent does: a link
+ * `pod-id-link0` holding 169.254.170.23/32 and fd00:ec2::23/128, up, with routes to them. Reads
+ * state first and changes only what is missing, so a second run changes nothing. IPv4 failures
+ * throw; IPv6 failures (IPv6 disabled on the node) are warnings.
+ */
+export async function initialize(options: InitializeOptions): Promise<InitializeReport> {
+  const changes: string[] = [];
+  const warnings: string[] = [];
+  // Logged as they happen, so that a failure's line follows the steps that did succeed.
+  const changed = (change: string) => {
+    changes.push(change);
+    options.log('info', change);
+  };
+  await ensureLink(options, changed);
+  await ensureAddress('inet', `${IPV4_ADDRESS}/32`, changed);
+  await ensureRoute('-4', `${IPV4_ADDRESS}/32`, changed);
+  const targets: RedirectTarget[] = [{ family: 'ip', address: IPV4_ADDRESS }];
+  if (options.ipv6) {
+    try {
+      await ensureAddress('inet6', `${IPV6_ADDRESS}/128`, changed);
+      await ensureRoute('-6', `${IPV6_ADDRESS}/128`, changed);
+      targets.push({ family: 'ip6', address: IPV6_ADDRESS });
+    } catch (error) {
+      const warning = `IPv6 not set up, serving IPv4 only: ${(error as Error).message}`;
+      warnings.push(warning);
+      options.log('warn', warning);
+    }
+  }
+  if (options.redirectPort !== undefined && (await ensureRedirect(targets, options.redirectPort))) {
+    changed(`redirect TCP port 80 of ${targets.map((t) => t.address).join(', ')} to port ${options.redirectPort}`);
+  }
+  if (changes.length === 0) options.log('info', 'node already set up: nothing changed');
+  return { changes, warnings };
+}
+
+async function ensureLink(options: InitializeOptions, changed: (change: string) => void): Promise<void> {
+  const existing = await findLink();
+  if (existing === undefined) {
+    const kind = await createLink(options);
+    changed(`created ${kind} link ${LINK_NAME}`);
+  }
+  if (!(existing?.flags.includes('UP') ?? false)) {
+    await run('ip', ['link', 'set', LINK_NAME, 'up']);
+    // A veth link carries traffic only while its peer is up too.
+    if (await findLink(`${LINK_NAME}-p`)) await run('ip', ['link', 'set', `${LINK_NAME}-p`, 'up']);
+    changed(`set ${LINK_NAME} up`);
+  }
+}
+
+async function findLink(name = LINK_NAME): Promise<Link | undefined> {
+  try {
+    return (await ipJson<Link[]>(['-details', 'link', 'show', 'dev', name]))[0];
+  } catch (error) {
+    if (error instanceof CommandError && /does not exist/i.test(error.stderr)) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * A dummy link, as the reference makes. Kernels built without the dummy driver (this project's CI
+ * machine among them) refuse it; a veth pair whose peer stays unplugged holds addresses the same way.
+ */
+async function createLink(options: InitializeOptions): Promise<'dummy' | 'veth'> {
+  if (options.linkType !== 'veth') {
+    try {
+      await run('ip', ['link', 'add', LINK_NAME, 'type', 'dummy']);
+      return 'dummy';
+    } catch (error) {
+      if (options.linkType === 'dummy' || !(error instanceof CommandError && /unknown device type|not supported/i.test(error.stderr))) throw error;
+      options.log('warn', `this kernel has no dummy link type; using a veth pair (${LINK_NAME}, ${LINK_NAME}-p) instead`, { error: error.stderr.trim() });
+    }
+  }
+  await run('ip', ['link', 'add', LINK_NAME, 'type', 'veth', 'peer', 'name', `${LINK_NAME}-p`]);
+  return 'veth';
+}
+
+async function ensureAddress(family: 'inet' | 'inet6', cidr: string, changed: (change: string) => void): Promise<void> {
+  const [address, prefix] = cidr.split('/') as [string, string];
+  const [link] = await ipJson<AddressInfo[]>([family === 'inet' ? '-4' : '-6', 'addr', 'show', 'dev', LINK_NAME]);
+  if (link?.addr_info.some((info) => info.local === address && info.prefixlen === Number(prefix))) return;
+  // nodad: the address is ours alone on this link; waiting for duplicate detection only delays the agent.
+  await run('ip', [family === 'inet' ? '-4' : '-6', 'addr', 'add', cidr, 'dev', LINK_NAME, ...(family === 'inet6' ? ['nodad'] : [])]);
+  changed(`added ${cidr} to ${LINK_NAME}`);
+}
+
+async function ensureRoute(family: '-4' | '-6', cidr: string, changed: (change: string) => void): Promise<void> {
+  const routes = await ipJson<{ dst: string }[]>([family, 'route', 'show', 'exact', cidr, 'dev', LINK_NAME]);
+  if (routes.length > 0) return;
+  await run('ip', [family, 'route', 'add', cidr, 'dev', LINK_NAME]);
+  changed(`added route ${cidr} dev ${LINK_NAME}`);
+}
