@@ -8,10 +8,10 @@ COPY tsconfig.json ./
 COPY src ./src
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev --ignore-scripts
 
-# Run: a minimal Node.js LTS image, iproute2 for `initialize`, a non-root user for `server`.
+# Run: a minimal Node.js LTS image; iproute2 and nftables for `initialize`; a non-root user for `server`.
 FROM node:24-bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iproute2 \
+ && apt-get install -y --no-install-recommends iproute2 nftables \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /app/package.json ./

@@ -32,7 +32,8 @@ export interface AgentDeps {
 export interface AgentAddresses {
   readonly credentials: readonly AddressInfo[];
   readonly probe: AddressInfo;
-  readonly metrics: AddressInfo;
+  /** Undefined with --no-metrics. */
+  readonly metrics: AddressInfo | undefined;
 }
 
 export interface Agent {
@@ -134,9 +135,9 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
         await bindCredentialServers();
         if (bound.length === 0) throw new Error(`no bind host could be bound (${config.bindHosts.join(', ')})`);
         const probe = await listen(probeServer, '127.0.0.1', config.probePort);
-        const metricsAddress = await listen(metricsServer, config.metricsAddress, config.metricsPort);
+        const metricsAddress = config.metrics ? await listen(metricsServer, config.metricsAddress, config.metricsPort) : undefined;
         cache.start();
-        logger.info({ probe: `127.0.0.1:${probe.port}`, metrics: `${config.metricsAddress}:${metricsAddress.port}` }, 'probes and metrics listening');
+        logger.info({ probe: `127.0.0.1:${probe.port}`, metrics: metricsAddress === undefined ? 'disabled' : `${config.metricsAddress}:${metricsAddress.port}` }, 'probes and metrics listening');
         return { credentials: [...bound], probe, metrics: metricsAddress };
       } catch (error) {
         await this.close();

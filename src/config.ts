@@ -14,6 +14,8 @@ export interface Config {
   readonly probePort: number;
   readonly metricsAddress: string;
   readonly metricsPort: number;
+  /** False with --no-metrics: no metrics listener at all. */
+  readonly metrics: boolean;
   readonly maxCredentialRetentionMs: number;
   readonly maxCacheSize: number;
   readonly maxServiceQps: number;
@@ -59,6 +61,7 @@ const OPTIONS = {
   'probe-port': { type: 'string' },
   'metrics-address': { type: 'string' },
   'metrics-port': { type: 'string' },
+  'no-metrics': { type: 'boolean' },
   'max-credential-retention-before-renewal': { type: 'string' },
   'max-cache-size': { type: 'string' },
   'max-service-qps': { type: 'string' },
@@ -83,6 +86,7 @@ export const SERVER_USAGE = `Usage: pod-identity-agent server --cluster-name NAM
   --probe-port N                             /healthz and /readyz on localhost (default 2703)
   --metrics-address ADDR                     metrics listen address (default 0.0.0.0)
   --metrics-port N                           /metrics port (default 2705)
+  --no-metrics                               serve no metrics at all
   --max-credential-retention-before-renewal D  renew cached credentials at most this long after
                                              fetching them (default 3h; 0 disables caching)
   --max-cache-size N                         cached identities (default 2000; 0 disables caching)
@@ -157,6 +161,7 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
     probePort: probePort!,
     metricsAddress: metricsAddress!,
     metricsPort: metricsPort!,
+    metrics: values['no-metrics'] !== true,
     maxCredentialRetentionMs: retention!,
     maxCacheSize: maxCacheSize!,
     maxServiceQps: maxServiceQps!,

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { sendRequest, startHarness } from './helpers/harness.ts';
+import { type Harness, sendRequest, startHarness } from './helpers/harness.ts';
 
 const run = promisify(execFile);
 const promtool = await run('promtool', ['--version']).then(
@@ -11,6 +11,11 @@ const promtool = await run('promtool', ['--version']).then(
 
 // The reference's three counters keep their names (and so lack `_total`) for existing dashboards.
 const REFERENCE_COUNTERS = ['pod_identity_http_response', 'pod_identity_cache_state', 'pod_identity_cache_errors'];
+
+function metricsPortOf(h: Harness): number {
+  if (h.addresses.metrics === undefined) throw new Error('metrics are disabled');
+  return h.addresses.metrics.port;
+}
 
 async function scrape(port: number): Promise<string> {
   const reply = await sendRequest(port, { path: '/metrics', host: '127.0.0.1' });
@@ -27,7 +32,7 @@ t.test('promtool finds nothing to complain about but the reference names', { ski
   const h = await startHarness(t);
   await h.send({ authorization: await h.token() });
   await h.send({ authorization: 'not-a-token' });
-  const text = await scrape(h.addresses.metrics.port);
+  const text = await scrape(metricsPortOf(h));
   const lint = await new Promise<string>((resolve) => {
     const child = execFile('promtool', ['check', 'metrics'], (_error, stdout, stderr) => resolve(`${stdout}${stderr}`));
     child.stdin?.end(text);
@@ -41,7 +46,7 @@ t.test('promtool finds nothing to complain about but the reference names', { ski
 t.test('the series exist with bounded labels and move as requests happen', async (t) => {
   const h = await startHarness(t);
   const token = await h.token({ podName: 'very-unique-pod-name-123' });
-  const before = await scrape(h.addresses.metrics.port);
+  const before = await scrape(metricsPortOf(h));
   t.equal(sample(before, 'pod_identity_cache_entries'), 0);
   t.match(before, /^pod_identity_build_info\{version="\d+\.\d+\.\d+",nodejs_version="v24\.[\d.]+"\} 1$/m);
   t.match(before, /^pod_identity_node_credentials_expiry_timestamp_seconds 0$/m, 'static node keys: no expiry');
@@ -54,7 +59,7 @@ t.test('the series exist with bounded labels and move as requests happen', async
   h.emulator.inject({ kind: 'error', status: 503, type: 'ServiceUnavailableException' }, 10);
   await h.send({ authorization: await h.token({ podName: 'p2' }) });
   h.emulator.clearFaults();
-  const after = await scrape(h.addresses.metrics.port);
+  const after = await scrape(metricsPortOf(h));
 
   t.equal(sample(after, 'pod_identity_http_response{code="200"}'), 2);
   t.equal(sample(after, 'pod_identity_http_response{code="403"}'), 1);
@@ -87,7 +92,7 @@ t.test('the Grafana dashboard queries only series the agent exports, in valid Pr
   await h.send({ authorization: await h.token() });
   // Declared families (a labelled counter has no sample until first counted), with a histogram's series.
   const exported = new Set(
-    [...(await scrape(h.addresses.metrics.port)).matchAll(/^# TYPE (\S+) (\S+)$/gm)].flatMap(([, name, type]) =>
+    [...(await scrape(metricsPortOf(h))).matchAll(/^# TYPE (\S+) (\S+)$/gm)].flatMap(([, name, type]) =>
       type === 'histogram' ? [`${name}_bucket`, `${name}_count`, `${name}_sum`] : [name as string],
     ),
   );
@@ -104,4 +109,10 @@ t.test('the Grafana dashboard queries only series the agent exports, in valid Pr
   await writeFile(join(dir, 'rules.yml'), `groups:\n  - name: dashboard\n    rules:\n${rules.join('\n')}\n`);
   const { stdout } = await run('promtool', ['check', 'rules', join(dir, 'rules.yml')]);
   t.match(stdout, `SUCCESS: ${exprs.length} rules found`);
+});
+
+t.test('--no-metrics: no metrics listener', async (t) => {
+  const h = await startHarness(t, { args: ['--no-metrics'] });
+  t.equal(h.addresses.metrics, undefined);
+  t.equal((await h.send({ authorization: await h.token() })).status, 200, 'credentials are served all the same');
 });

@@ -1,0 +1,100 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import t, { type Test } from 'tap';
+import { parseAllDocuments } from 'yaml';
+import { parseInitializeArgs, parseServerArgs } from '../src/config.ts';
+
+const run = promisify(execFile);
+const kubectl = await run('kubectl', ['version', '--client']).then(
+  () => true,
+  () => false,
+);
+const ROOT = new URL('..', import.meta.url).pathname;
+
+// Rendered manifests are untyped YAML; the assertions are the schema.
+type Json = Record<string, any>;
+
+async function render(dir: string): Promise<Json[]> {
+  const { stdout } = await run('kubectl', ['kustomize', `${ROOT}${dir}`]);
+  return parseAllDocuments(stdout).map((doc) => doc.toJSON() as Json);
+}
+
+/** $(VAR) references resolved from the generated ConfigMap, as the kubelet does. */
+function expand(args: string[], env: Record<string, string>): string[] {
+  return args.map((arg) => arg.replace(/\$\((\w+)\)/g, (_, name: string) => env[name] ?? `$(${name})`));
+}
+
+function checkDaemonSet(t: Test, objects: Json[]): { ds: Json; init: Json; agent: Json; env: Record<string, string> } {
+  const ds = objects.find((o) => o.kind === 'DaemonSet') as Json;
+  const configMap = objects.find((o) => o.kind === 'ConfigMap') as Json;
+  const pod = ds.spec.template.spec;
+  const [init] = pod.initContainers;
+  const [agent] = pod.containers;
+  const env = configMap.data as Record<string, string>;
+
+  t.equal(pod.hostNetwork, true, 'hostNetwork');
+  t.equal(pod.priorityClassName, 'system-node-critical');
+  t.same(pod.tolerations, [{ operator: 'Exists' }], 'tolerates everything');
+  t.same(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '10%' } });
+  t.equal(pod.securityContext.seccompProfile.type, 'RuntimeDefault');
+  t.ok(objects.some((o) => o.kind === 'ServiceAccount' && o.metadata.name === pod.serviceAccountName), 'its own ServiceAccount');
+  t.notOk(objects.some((o) => /Role/.test(o.kind)), 'no RBAC: the agent reads nothing from the API');
+
+  t.equal(init.args[0], 'initialize');
+  t.same(init.securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN'] }, 'init: NET_ADMIN only');
+  t.not(init.securityContext.privileged, true, 'init: not privileged');
+  t.equal(init.securityContext.allowPrivilegeEscalation, false);
+  t.equal(init.securityContext.readOnlyRootFilesystem, true);
+  t.equal(init.securityContext.seccompProfile.type, 'RuntimeDefault');
+
+  const security = agent.securityContext;
+  t.equal(security.runAsNonRoot, true, 'agent: non-root');
+  t.ok(security.runAsUser > 0, 'agent: a non-root uid');
+  t.equal(security.allowPrivilegeEscalation, false);
+  t.equal(security.readOnlyRootFilesystem, true);
+  t.same(security.capabilities.drop, ['ALL']);
+  t.ok((security.capabilities.add ?? []).every((cap: string) => cap === 'NET_BIND_SERVICE'), 'agent: nothing beyond NET_BIND_SERVICE');
+  t.equal(security.seccompProfile.type, 'RuntimeDefault');
+  t.match(agent.resources, { requests: { cpu: String, memory: String }, limits: { memory: String } });
+  for (const [probe, path] of [['livenessProbe', '/healthz'], ['readinessProbe', '/readyz']] as const) {
+    t.match(agent[probe].httpGet, { host: '127.0.0.1', path, port: 2703 }, `${probe} on the probe port`);
+  }
+
+  // Cluster name, region and port come from the one ConfigMap, and the rendered args parse.
+  for (const container of [init, agent]) t.same(container.envFrom, [{ configMapRef: { name: configMap.metadata.name } }]);
+  t.match(env, { CLUSTER_NAME: String, AWS_REGION: String, AGENT_PORT: /^\d+$/ });
+  const serverArgs = expand(agent.args, env);
+  t.equal(serverArgs[0], 'server');
+  const server = parseServerArgs(serverArgs.slice(1), env).config;
+  t.ok(server, 'the agent\'s args are valid flags');
+  const initialize = parseInitializeArgs(expand(init.args, env).slice(1)).config;
+  t.equal(initialize?.redirectPort, server?.port, 'port 80 is redirected to the port the agent listens on');
+  t.ok(pod.terminationGracePeriodSeconds * 1000 > (server?.shutdownTimeoutMs ?? Infinity), 'the agent\'s shutdown deadline ends inside the grace period');
+  return { ds, init, agent, env };
+}
+
+t.test('base', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
+  const { ds, agent } = checkDaemonSet(t, await render('daemonset'));
+  const annotations = ds.spec.template.metadata.annotations;
+  t.same(annotations, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '2705', 'prometheus.io/path': '/metrics' });
+  t.ok(agent.args.includes('--metrics-port=2705'), 'the annotated port is the metrics port');
+});
+
+t.test('overlay: another agent port', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
+  const { env } = checkDaemonSet(t, await render('daemonset/overlays/agent-port'));
+  t.equal(env.AGENT_PORT, '2710');
+});
+
+t.test('overlay: IPv4-only clusters', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
+  const objects = await render('daemonset/overlays/ipv4-only');
+  const { init, agent, env } = checkDaemonSet(t, objects);
+  t.ok(init.args.includes('--no-ipv6'));
+  t.same(parseServerArgs(expand(agent.args, env).slice(1), env).config?.bindHosts, ['169.254.170.23']);
+});
+
+t.test('overlay: metrics disabled', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
+  const { ds, agent, env } = checkDaemonSet(t, await render('daemonset/overlays/no-metrics'));
+  t.equal(parseServerArgs(expand(agent.args, env).slice(1), env).config?.metrics, false);
+  t.equal(ds.spec.template.metadata.annotations, undefined, 'nothing for Prometheus to scrape');
+  t.equal(agent.ports, undefined);
+});
