@@ -1,0 +1,100 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+import { BASE_ENV, CLI } from './helpers/cli-process.ts';
+import { NODE_CREDENTIALS } from './helpers/harness.ts';
+import { canMakeNamespaces, inNamespace, makeNodeAndPod } from './helpers/netns.ts';
+
+const HELPERS = new URL('./helpers/', import.meta.url).pathname;
+const AGENT_PORT = '2704';
+const unavailable = await canMakeNamespaces();
+
+/** A long-running process inside a namespace, resolved once it printed `ready` on stdout. */
+function startIn(t: Test, namespace: string, args: string[], env: NodeJS.ProcessEnv, ready: (output: string) => boolean): Promise<{ child: ChildProcess; output: () => string }> {
+  const child = spawn('ip', ['netns', 'exec', namespace, process.execPath, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => {
+    child.kill('SIGTERM');
+  });
+  let output = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`not ready after 15 s:\n${output}`)), 15_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (ready(output)) {
+        clearTimeout(timer);
+        resolve({ child, output: () => output });
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.on('exit', (code) => reject(new Error(`exited with ${code}:\n${output}`)));
+  });
+}
+
+t.test('a pod in its own network namespace gets credentials from the agent on the node, as in EKS', { skip: unavailable ?? false, timeout: 120_000 }, async (t) => {
+  const { node, pod } = await makeNodeAndPod(String(process.pid % 100_000), (cleanup) => t.teardown(cleanup));
+  const dir = await mkdtemp(join(tmpdir(), 'pia-e2e-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+
+  // The init container's job, twice: the second run must change nothing.
+  const first = await inNamespace(node, process.execPath, [CLI, 'initialize', `--redirect-port=${AGENT_PORT}`], BASE_ENV);
+  t.match(first.stdout, /added 169\.254\.170\.23\/32 to pod-id-link0/);
+  t.match(first.stdout, /added fd00:ec2::23\/128 to pod-id-link0/);
+  t.match(first.stdout, /redirect TCP port 80 of 169\.254\.170\.23, fd00:ec2::23 to port 2704/);
+  const second = await inNamespace(node, process.execPath, [CLI, 'initialize', `--redirect-port=${AGENT_PORT}`], BASE_ENV);
+  t.match(second.stdout, /nothing changed/);
+  t.notMatch(second.stdout, /added|created|redirect TCP/);
+
+  const emulator = await startIn(t, node, [`${HELPERS}netns-emulator.ts`, dir], BASE_ENV, (output) => output.includes('"url"'));
+  const { url } = JSON.parse(emulator.output().split('\n').find((line) => line.includes('"url"')) as string) as { url: string };
+  // The agent as the DaemonSet runs it: default bind hosts, unprivileged port, node credentials from the environment.
+  await startIn(
+    t,
+    node,
+    [CLI, 'server', '--cluster-name', 'c1', '--endpoint', url, `--port=${AGENT_PORT}`],
+    { ...BASE_ENV, AWS_REGION: 'us-west-2', AWS_ACCESS_KEY_ID: NODE_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: NODE_CREDENTIALS.secretAccessKey },
+    (output) => output.includes('probes and metrics listening'),
+  );
+
+  const tokenFile = join(dir, 'eks-pod-identity-token');
+  const podEnv = (uri: string) => ({
+    ...BASE_ENV,
+    AWS_CONTAINER_CREDENTIALS_FULL_URI: uri,
+    AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: tokenFile,
+  });
+  const ipv4 = 'http://169.254.170.23/v1/credentials';
+  const ipv6 = 'http://[fd00:ec2::23]/v1/credentials';
+  const jsClient = async (uri: string) => JSON.parse((await inNamespace(pod, process.execPath, [`${HELPERS}pod-js-client.ts`], podEnv(uri))).stdout) as Record<string, unknown>;
+
+  await writeFile(tokenFile, await readFile(join(dir, 'token-app')));
+  const viaIpv4 = await jsClient(ipv4);
+  t.match(viaIpv4, { accessKeyId: /^ASIA[A-Z0-9]{16}$/, hasSecret: true }, 'JS default chain over IPv4');
+  t.equal((await jsClient(ipv6)).accessKeyId, viaIpv4.accessKeyId, 'JS default chain over IPv6: the same cached identity');
+
+  // The kubelet rotates the token file (here to another service account's token, to tell them apart).
+  await writeFile(tokenFile, await readFile(join(dir, 'token-worker')));
+  const rotated = await jsClient(ipv4);
+  t.match(rotated, { accessKeyId: /^ASIA/ });
+  t.not(rotated.accessKeyId, viaIpv4.accessKeyId, 'the rotated token was read and exchanged');
+
+  const python = `
+import json, boto3, botocore.exceptions
+try:
+    credentials = boto3.Session().get_credentials()
+    frozen = credentials.get_frozen_credentials()
+    print(json.dumps({"method": credentials.method, "accessKeyId": frozen.access_key}))
+except botocore.exceptions.BotoCoreError as error:
+    print(json.dumps({"error": str(error)}))
+`;
+  const pyClient = async (uri: string) => JSON.parse((await inNamespace(pod, 'python3', ['-c', python], podEnv(uri))).stdout) as Record<string, unknown>;
+  await writeFile(tokenFile, await readFile(join(dir, 'token-app')));
+  t.same(await pyClient(ipv4), { method: 'container-role', accessKeyId: viaIpv4.accessKeyId }, 'boto3 over IPv4');
+  t.same(await pyClient(ipv6), { method: 'container-role', accessKeyId: viaIpv4.accessKeyId }, 'boto3 over IPv6');
+  await writeFile(tokenFile, await readFile(join(dir, 'token-unassociated')));
+  t.match(await pyClient(ipv4), { error: /ResourceNotFoundException/ }, 'boto3 shows the agent\'s error code for a missing association');
+  // The JS default chain falls back from fromHttp to fromContainerMetadata, whose own refusal of the
+  // link-local host is the error it reports: the agent's Code is lost inside the SDK, not here.
+  t.match(await jsClient(ipv4), { error: String }, 'the JS SDK gets no credentials either');
+});
