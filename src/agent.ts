@@ -6,7 +6,10 @@ import { CredentialCache } from './cache/credential-cache.ts';
 import type { Config } from './config.ts';
 import type { Logger } from './observability/logger.ts';
 import { type AgentMetrics, createMetrics } from './observability/metrics.ts';
-import { createCredentialsHandler } from './server/credentials-handler.ts';
+import { type RequestHandler, createCredentialsHandler } from './server/credentials-handler.ts';
+import { createIdentityResolver } from './server/request-identity.ts';
+import { type LoadedKubeConfig, loadKubeConfig } from './k8s/kube-config.ts';
+import { type Trust, setUpTrust } from './k8s/trust.ts';
 import { closeServer, createHttpServer, listen } from './server/http-server.ts';
 import { createMetricsHandler } from './server/metrics-handler.ts';
 import { createProbeHandler } from './server/probe-handler.ts';
@@ -26,6 +29,8 @@ export interface AgentDeps {
   /** The upstream pool; a keep-alive pool that honours HTTPS_PROXY/NO_PROXY when absent. */
   readonly dispatcher?: Dispatcher;
   readonly retry?: RetryPolicy;
+  /** The API server's configuration; found the usual way when absent, none at all when null. */
+  readonly kubernetes?: LoadedKubeConfig | null;
   readonly now?: () => number;
 }
 
@@ -95,16 +100,6 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       return oldest === undefined ? 0 : ((deps.now ?? Date.now)() - oldest) / 1000;
     },
   });
-  const credentialsHandler = createCredentialsHandler({
-    bindHosts: config.bindHosts,
-    port: config.port,
-    audience: config.audience,
-    cache,
-    logger,
-    metrics,
-    ...(deps.now === undefined ? {} : { now: deps.now }),
-  });
-
   const credentialServers: Server[] = [];
   const bound: AddressInfo[] = [];
   const eventLoop = monitorEventLoop();
@@ -112,10 +107,23 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
   const probeServer = createHttpServer(createProbeHandler({ listeners: () => bound, nodeCredentials: credentials, eventLoop, draining: () => draining }));
   const metricsServer = createHttpServer(createMetricsHandler(metrics.registry));
   let closing: Promise<void> | undefined;
+  let trust: Trust | undefined;
 
-  async function bindCredentialServers(): Promise<void> {
+  const makeCredentialsHandler = (trust: Trust) =>
+    createCredentialsHandler({
+      bindHosts: config.bindHosts,
+      port: config.port,
+      audience: config.audience,
+      cache,
+      logger,
+      metrics,
+      resolveIdentity: createIdentityResolver({ clusterName: config.clusterName, verifier: trust.verifier, pods: trust.pods, now: deps.now ?? Date.now }),
+      ...(deps.now === undefined ? {} : { now: deps.now }),
+    });
+
+  async function bindCredentialServers(handler: RequestHandler): Promise<void> {
     for (const host of config.bindHosts) {
-      const server = createHttpServer(credentialsHandler);
+      const server = createHttpServer(handler);
       try {
         bound.push(await listen(server, host, config.port));
         credentialServers.push(server);
@@ -132,7 +140,13 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     metrics,
     async listen() {
       try {
-        await bindCredentialServers();
+        trust = await setUpTrust({
+          config,
+          kube: deps.kubernetes === undefined ? loadKubeConfig() : (deps.kubernetes ?? undefined),
+          logger,
+          onPodDeleted: (uid) => cache.forgetPod(uid),
+        });
+        await bindCredentialServers(makeCredentialsHandler(trust));
         if (bound.length === 0) throw new Error(`no bind host could be bound (${config.bindHosts.join(', ')})`);
         const probe = await listen(probeServer, '127.0.0.1', config.probePort);
         const metricsAddress = config.metrics ? await listen(metricsServer, config.metricsAddress, config.metricsPort) : undefined;
@@ -148,6 +162,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       closing ??= (async () => {
         draining = true;
         cache.close();
+        await trust?.close();
         // Probes stay up while credentials drain, so that /readyz can say so.
         await Promise.all(credentialServers.map((server) => closeServer(server, deadlineMs)));
         await Promise.all([probeServer, metricsServer].map((server) => closeServer(server, 0)));

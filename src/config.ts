@@ -23,6 +23,12 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   readonly audience: string;
   readonly logLevel: LogLevel;
+  /** auto: jwks when the API server answers (or keys are stored), else none with a warning. */
+  readonly tokenVerification: 'auto' | 'jwks' | 'tokenreview' | 'none';
+  /** auto: on when tokens are verified and the node name is known. */
+  readonly podBinding: 'auto' | 'on' | 'off';
+  readonly nodeName: string | undefined;
+  readonly stateDir: string;
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
@@ -40,6 +46,7 @@ export const DEFAULTS = {
   shutdownTimeout: '20s',
   audience: 'pods.eks.amazonaws.com',
   verbosity: 'info',
+  stateDir: '/var/lib/pod-identity-agent',
 } as const;
 
 /** Thrown with every violation at once, so an operator fixes the manifest in one go. */
@@ -68,6 +75,10 @@ const OPTIONS = {
   'negative-cache-ttl': { type: 'string' },
   'shutdown-timeout': { type: 'string' },
   audience: { type: 'string' },
+  'token-verification': { type: 'string' },
+  'pod-binding': { type: 'string' },
+  'node-name': { type: 'string' },
+  'state-dir': { type: 'string' },
   verbosity: { type: 'string', short: 'v' },
   // Accepted so manifests written for the reference agent keep working; rotation is always on here.
   'rotate-credentials': { type: 'boolean' },
@@ -97,6 +108,13 @@ export const SERVER_USAGE = `Usage: pod-identity-agent server --cluster-name NAM
                                              their connections are cut (default 20s, under the
                                              DaemonSet's 30 s grace period)
   --audience AUD                             token audience required (default pods.eks.amazonaws.com)
+  --token-verification MODE                  jwks, tokenreview or none (default: jwks when the API
+                                             server is reachable or keys are stored, else none)
+  --pod-binding on|off                       refuse tokens of pods not on this node, or replayed from
+                                             another address (default: on when tokens are verified)
+  --node-name NAME                           this node (default NODE_NAME)
+  --state-dir DIR                            where the last good issuer keys are kept
+                                             (default /var/lib/pod-identity-agent)
   -v, --verbosity LEVEL                      0-5 or fatal|error|warn|info|debug|trace (default info)
 `;
 
@@ -149,6 +167,11 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
   const negativeCacheTtl = check(() => parseDurationFlag('--negative-cache-ttl', values['negative-cache-ttl'] ?? DEFAULTS.negativeCacheTtl));
   const audience = check(() => parseAudience(values.audience ?? DEFAULTS.audience));
   const logLevel = check(() => parseVerbosity(values.verbosity ?? DEFAULTS.verbosity));
+  const tokenVerification = check(() => parseChoice('--token-verification', values['token-verification'] ?? 'auto', ['auto', 'jwks', 'tokenreview', 'none'] as const));
+  const podBinding = check(() => parseChoice('--pod-binding', values['pod-binding'] ?? 'auto', ['auto', 'on', 'off'] as const));
+  const nodeName = values['node-name'] ?? (env.NODE_NAME === '' ? undefined : env.NODE_NAME);
+  if (podBinding === 'on' && tokenVerification === 'none') problems.push('--pod-binding on needs verified tokens: not with --token-verification none');
+  if (podBinding === 'on' && nodeName === undefined) problems.push('--pod-binding on needs the node name: --node-name or NODE_NAME');
 
   if (problems.length > 0) throw new ConfigError(problems);
   // Every value is defined once no problem was recorded.
@@ -169,6 +192,10 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
     shutdownTimeoutMs: shutdownTimeout!,
     audience: audience!,
     logLevel: logLevel!,
+    tokenVerification: tokenVerification!,
+    podBinding: podBinding!,
+    nodeName,
+    stateDir: values['state-dir'] ?? DEFAULTS.stateDir,
   });
 }
 
@@ -226,6 +253,12 @@ function parseDurationFlag(flag: string, value: string): number {
 function parseAudience(value: string): string {
   if (value.trim() === '') throw new Error('--audience is empty');
   return value;
+}
+
+function parseChoice<T extends string>(flag: string, value: string, choices: readonly T[]): T {
+  const choice = choices.find((candidate) => candidate === value);
+  if (choice === undefined) throw new Error(`${flag}: "${value}" is not one of ${choices.join(', ')}`);
+  return choice;
 }
 
 const LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];

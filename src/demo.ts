@@ -22,7 +22,7 @@ export async function runDemo(): Promise<number> {
     ['--cluster-name', 'demo', '--region', 'us-west-2', '--endpoint', emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '-v', 'warn'],
     {},
   );
-  const agent = buildAgent(config!, { logger: createLogger({ level: 'warn' }), credentialProvider: async () => nodeCredentials });
+  const agent = buildAgent(config!, { logger: createLogger({ level: 'warn' }), credentialProvider: async () => nodeCredentials, kubernetes: null });
   const dir = await mkdtemp(join(tmpdir(), 'pod-identity-demo-'));
   try {
     const addresses = await agent.listen();

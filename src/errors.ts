@@ -14,6 +14,16 @@ export const ERROR_CATALOG = {
   InvalidAudience: { status: 400, retryable: false, description: 'aud does not contain the expected audience' },
   TokenExpired: { status: 400, retryable: false, description: 'exp is in the past (60 s skew allowed)' },
   TokenNotYetValid: { status: 400, retryable: false, description: 'nbf is in the future (60 s skew allowed)' },
+  // Local verification (--token-verification) and pod binding (--pod-binding)
+  TokenSignatureInvalid: { status: 401, retryable: false, description: 'the token is not signed by the cluster\'s service-account issuer' },
+  TokenIssuerMismatch: { status: 401, retryable: false, description: 'iss is not the cluster\'s service-account issuer' },
+  TokenClaimsInvalid: { status: 400, retryable: false, description: 'the kubernetes.io claims (namespace, service account, pod name and uid) are missing or malformed' },
+  TokenNotAuthenticated: { status: 401, retryable: false, description: 'the API server\'s TokenReview did not authenticate the token' },
+  TokenKeysUnavailable: { status: 503, retryable: true, description: 'no signing keys of the cluster are known yet (API server unreachable since start)' },
+  TokenReviewUnavailable: { status: 503, retryable: true, description: 'the API server could not be asked to review the token' },
+  PodNotOnNode: { status: 403, retryable: false, description: 'the token\'s pod is not a pod on this node' },
+  SourceAddressMismatch: { status: 403, retryable: false, description: 'the request does not come from the token\'s pod' },
+  PodListUnavailable: { status: 503, retryable: true, description: 'the list of this node\'s pods has not been read yet' },
   // The upstream call
   UpstreamUnavailable: { status: 503, retryable: true, description: 'EKS Auth unreachable or timed out within the retry budget' },
   UpstreamInvalidResponse: { status: 502, retryable: true, description: 'EKS Auth answered something that is not a valid response' },

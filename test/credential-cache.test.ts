@@ -1,20 +1,14 @@
 import t from 'tap';
 import { type CacheResult, CredentialCache, type CredentialCacheOptions } from '../src/cache/credential-cache.ts';
 import { AgentError, agentError } from '../src/errors.ts';
-import type { ProjectedToken } from '../src/token/projected-token.ts';
+import type { CacheRequest } from '../src/cache/credential-cache.ts';
 import type { ExchangeResult } from '../src/upstream/types.ts';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 
-function tokenFor(name: string, expiresAtMs = 10 * DAY): ProjectedToken {
-  return {
-    raw: `raw-${name}`,
-    key: `key-${name}`,
-    expiresAt: expiresAtMs / 1000,
-    notBefore: undefined,
-    identity: { namespace: undefined, serviceAccount: undefined, podName: undefined, podUid: undefined },
-  };
+function tokenFor(name: string, expiresAtMs = 10 * DAY, podUid?: string): CacheRequest {
+  return { key: `key-${name}`, token: `raw-${name}`, tokenExpiresAt: expiresAtMs, podUid };
 }
 
 /** An upstream whose answers the test gives, one call at a time, in order. */
@@ -292,4 +286,26 @@ t.test('size 0 or retention 0 disables caching but keeps single flight', async (
     t.equal(upstream.calls.length, 3);
     t.equal(cache.size, 0);
   }
+});
+
+t.test('an identity key: a rotated token is a hit, and renewals use the newest token', async (t) => {
+  const { clock, upstream, cache } = newCache();
+  const identity = (token: string, expiresAtMs: number): CacheRequest => ({ key: 'pod-identity-key', token, tokenExpiresAt: expiresAtMs, podUid: 'uid-1' });
+  await settle(cache.get(identity('token-1', DAY)), () => upstream.succeed(HOUR));
+  t.equal((await cache.get(identity('token-2', 2 * DAY))).outcome, 'hit', 'the kubelet rotated the token: still a hit');
+  clock.now = 0.7 * HOUR;
+  cache.sweep();
+  t.same(upstream.calls, ['token-1', 'token-2'], 'the renewal sent the newer token');
+  upstream.succeed(HOUR);
+});
+
+t.test('a deleted pod\'s credentials are dropped and never renewed', async (t) => {
+  const { clock, upstream, cache, events } = newCache();
+  await settle(cache.get(tokenFor('a', DAY, 'uid-a')), () => upstream.succeed(HOUR));
+  await settle(cache.get(tokenFor('b', DAY, 'uid-b')), () => upstream.succeed(HOUR));
+  cache.forgetPod('uid-a');
+  t.same(events, ['eviction:pod_deleted']);
+  clock.now = 0.7 * HOUR;
+  t.equal(cache.sweep(), 1, 'only the live pod is renewed');
+  t.same(upstream.calls, ['raw-a', 'raw-b', 'raw-b']);
 });

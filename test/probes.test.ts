@@ -47,6 +47,7 @@ t.test('node credentials that cannot be resolved make /readyz fail, saying why',
   const config = parseServerArgs(['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0'], {}).config!;
   const agent = buildAgent(config, {
     logger: createLogger({ level: 'info', destination: createLogAudit().sink }),
+    kubernetes: null,
     credentialProvider: async () => {
       throw new Error('Could not load credentials from any providers');
     },

@@ -113,6 +113,7 @@ t.test('node credentials that cannot be resolved: 503 NodeCredentialsUnavailable
   const config = parseServerArgs(['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', h.emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-port', '0', '--metrics-address', '127.0.0.1'], {}).config!;
   const agent = buildAgent(config, {
     logger: createLogger({ level: 'info', destination: audit.sink }),
+    kubernetes: null,
     credentialProvider: async () => {
       throw new Error('no instance profile');
     },

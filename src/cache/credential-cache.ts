@@ -1,7 +1,6 @@
 import { type AgentError, agentError, isAgentError } from '../errors.ts';
-import type { ProjectedToken } from '../token/projected-token.ts';
 import type { CredentialExchange } from '../upstream/types.ts';
-import { type CredentialEntry, type EntryTiming, createEntry } from './credential-entry.ts';
+import { type CredentialEntry, type EntryRequest, type EntryTiming, createEntry } from './credential-entry.ts';
 import { NegativeCache } from './negative-cache.ts';
 import { RenewalBudget } from './renewal-budget.ts';
 
@@ -12,7 +11,16 @@ import { RenewalBudget } from './renewal-budget.ts';
 export type LookupOutcome = 'hit' | 'miss' | 'coalesced' | 'stale' | 'negative';
 /** renewed; failed for a temporary reason (kept, retried later); dropped on a verdict about the token. */
 export type RenewalOutcome = 'renewed' | 'failed' | 'dropped';
-export type EvictionReason = 'capacity' | 'token_expired' | 'idle' | 'expired' | 'rejected';
+export type EvictionReason = 'capacity' | 'token_expired' | 'idle' | 'expired' | 'rejected' | 'pod_deleted';
+
+/** What the cache is asked for: a key, and the token to exchange (and renew with) under it. */
+export interface CacheRequest extends EntryRequest {
+  /**
+   * SHA-256 of the token; or, for a verified token, of the pod identity (cluster, namespace,
+   * service account, pod uid), so that a rotated token finds its credentials.
+   */
+  readonly key: string;
+}
 
 export type CacheResult =
   | { readonly ok: true; readonly outcome: LookupOutcome; readonly entry: CredentialEntry }
@@ -94,33 +102,40 @@ export class CredentialCache {
     return oldest;
   }
 
-  /** The synchronous fast path: fresh-enough credentials for the token, or undefined. */
-  hit(token: ProjectedToken): CredentialEntry | undefined {
-    const cached = this.#entries.get(token.key);
+  /** The synchronous fast path: fresh-enough credentials for the request, or undefined. */
+  hit(request: CacheRequest): CredentialEntry | undefined {
+    const cached = this.#entries.get(request.key);
     if (cached === undefined || this.#now() >= cached.mustRefreshAt) return undefined;
-    this.#entries.delete(token.key);
-    this.#entries.set(token.key, cached);
+    this.#entries.delete(request.key);
+    this.#entries.set(request.key, cached);
+    adoptNewerToken(cached, request);
     this.#served(cached, 'hit');
     return cached;
   }
 
   /** A hit, or the upstream call (shared with any already in flight), or a remembered verdict. */
-  async get(token: ProjectedToken): Promise<CacheResult> {
-    const entry = this.hit(token);
+  async get(request: CacheRequest): Promise<CacheResult> {
+    const entry = this.hit(request);
     if (entry !== undefined) return { ok: true, outcome: 'hit', entry };
-    const { key } = token;
+    const { key } = request;
     const cached = this.#entries.get(key);
+    if (cached !== undefined) adoptNewerToken(cached, request);
     const verdict = this.#negative.get(key, this.#now());
     if (verdict !== undefined) return this.#report({ ok: false, outcome: 'negative', error: verdict });
     const pending = this.#inflight.get(key);
     const outcome: LookupOutcome = pending === undefined ? 'miss' : 'coalesced';
     try {
-      return this.#served(await (pending ?? this.#fetch(key, token.raw, token.expiresAt * 1000, false)), outcome);
+      return this.#served(await (pending ?? this.#fetch(key, request, false)), outcome);
     } catch (caught) {
       const error = caught as AgentError;
       if (error.retryable && cached !== undefined && this.#usable(cached)) return this.#served(cached, 'stale');
       return this.#report({ ok: false, outcome, error });
     }
+  }
+
+  /** The pod is gone: its credentials are dropped and never renewed. */
+  forgetPod(podUid: string): void {
+    for (const [key, entry] of this.#entries) if (entry.podUid === podUid) this.#evict(key, 'pod_deleted');
   }
 
   /** One pass: forget the dead, start due renewals within budget. Returns how many started. */
@@ -157,16 +172,16 @@ export class CredentialCache {
     this.#timer = undefined;
   }
 
-  #fetch(key: string, token: string, tokenExpiresAt: number, background: boolean): Promise<CredentialEntry> {
+  #fetch(key: string, request: EntryRequest, background: boolean): Promise<CredentialEntry> {
     const call = this.#exchange
-      .exchange(token, { singleAttempt: background })
+      .exchange(request.token, { singleAttempt: background })
       .then(
         (result) => {
           const now = this.#now();
           if (result.credentials.expiresAt - now < this.#minLifetimeMs) {
             throw agentError('UpstreamCredentialsExpired', 'EKS Auth answered credentials that expire too soon to hand out', { upstreamRequestId: result.requestId });
           }
-          const entry = createEntry(token, tokenExpiresAt, result, now, this.#timing);
+          const entry = createEntry(request, result, now, this.#timing);
           entry.servedUntil = this.#entries.get(key)?.servedUntil ?? 0;
           this.#store(key, entry);
           return entry;
@@ -187,7 +202,7 @@ export class CredentialCache {
 
   #renew(key: string, entry: CredentialEntry): void {
     this.#renewing += 1;
-    this.#fetch(key, entry.token, entry.tokenExpiresAt, true)
+    this.#fetch(key, entry, true)
       .then(
         () => this.#observer.renewal?.('renewed'),
         (error: AgentError) => {
@@ -227,5 +242,13 @@ export class CredentialCache {
   #report(result: CacheResult): CacheResult {
     this.#observer.lookup?.(result.outcome);
     return result;
+  }
+}
+
+/** A kubelet rotation brings a token that lives longer: renew with it from now on. */
+function adoptNewerToken(entry: CredentialEntry, request: EntryRequest): void {
+  if (request.tokenExpiresAt > entry.tokenExpiresAt) {
+    entry.token = request.token;
+    entry.tokenExpiresAt = request.tokenExpiresAt;
   }
 }

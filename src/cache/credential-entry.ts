@@ -2,10 +2,15 @@ import type { ExchangeResult } from '../upstream/types.ts';
 
 /** Credentials ready to answer: the response body is serialised once and reused for every hit. */
 export interface CredentialEntry {
-  /** Kept only to renew in the background; never logged, never a key. */
-  readonly token: string;
+  /**
+   * Kept only to renew in the background; never logged, never a key. For a verified identity it
+   * moves to the pod's newest token when the kubelet rotates it.
+   */
+  token: string;
   /** Epoch ms after which the pod can no longer send this token: nothing left to renew for. */
-  readonly tokenExpiresAt: number;
+  tokenExpiresAt: number;
+  /** The pod the credentials are for, when the token was verified: its deletion drops them. */
+  readonly podUid: string | undefined;
   readonly body: Buffer;
   /** The response headers for `body`, flat as `writeHead` takes them, built once with it. */
   readonly headers: readonly string[];
@@ -38,7 +43,13 @@ const RENEW_JITTER = 0.1;
 // SDKs refresh when 5 minutes are left (JS, Go); past that point a pod should get fresh credentials.
 const MUST_REFRESH_BEFORE_EXPIRY_MS = 5 * 60_000;
 
-export function createEntry(token: string, tokenExpiresAt: number, result: ExchangeResult, fetchedAt: number, timing: EntryTiming): CredentialEntry {
+export interface EntryRequest {
+  readonly token: string;
+  readonly tokenExpiresAt: number;
+  readonly podUid: string | undefined;
+}
+
+export function createEntry(request: EntryRequest, result: ExchangeResult, fetchedAt: number, timing: EntryTiming): CredentialEntry {
   const { credentials } = result;
   const lifetime = credentials.expiresAt - fetchedAt;
   const mustRefreshAt = credentials.expiresAt - Math.max(timing.minLifetimeMs, Math.min(MUST_REFRESH_BEFORE_EXPIRY_MS, lifetime / 4));
@@ -54,8 +65,9 @@ export function createEntry(token: string, tokenExpiresAt: number, result: Excha
     }),
   );
   return {
-    token,
-    tokenExpiresAt,
+    token: request.token,
+    tokenExpiresAt: request.tokenExpiresAt,
+    podUid: request.podUid,
     body,
     headers: ['content-type', 'application/json', 'cache-control', 'no-store', 'content-length', String(body.length)],
     expiresAt: credentials.expiresAt,

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { CredentialCache, LookupOutcome } from '../cache/credential-cache.ts';
+import type { CacheRequest, CredentialCache, LookupOutcome } from '../cache/credential-cache.ts';
 import type { CredentialEntry } from '../cache/credential-entry.ts';
 import { type AgentError, agentError, isAgentError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -7,6 +7,7 @@ import type { AgentMetrics } from '../observability/metrics.ts';
 import type { PodIdentity, ProjectedToken } from '../token/projected-token.ts';
 import { createTokenChecker } from '../token/token-checker.ts';
 import { createHostCheck } from './host-check.ts';
+import { type ResolveIdentity, createIdentityResolver } from './request-identity.ts';
 import { sendError } from './responses.ts';
 
 export const CREDENTIALS_PATH = '/v1/credentials';
@@ -18,6 +19,8 @@ export interface CredentialsHandlerOptions {
   readonly cache: CredentialCache;
   readonly logger: Logger;
   readonly metrics: AgentMetrics;
+  /** Verification and pod binding; without it, tokens are keyed by themselves. */
+  readonly resolveIdentity?: ResolveIdentity;
   readonly now?: () => number;
 }
 
@@ -34,14 +37,16 @@ interface RequestRecord {
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
 /**
- * `GET /v1/credentials`: host, path, method and token checks, then the cache. A hit is answered
- * synchronously from the entry's prepared body and headers; only a miss waits on a promise.
+ * `GET /v1/credentials`: host, path, method and token checks, verification and pod binding when
+ * configured, then the cache. A hit with a remembered verdict is answered synchronously from the
+ * entry's prepared body and headers; only a miss or a first verification waits on a promise.
  */
 export function createCredentialsHandler(options: CredentialsHandlerOptions): RequestHandler {
   const isBindHost = createHostCheck(options.bindHosts, options.port);
   const tokens = createTokenChecker({ audience: options.audience });
   const now = options.now ?? Date.now;
   const finish = createFinisher(options);
+  const resolveIdentity = options.resolveIdentity ?? createIdentityResolver({ clusterName: '', verifier: undefined, pods: undefined, now });
 
   function admit(req: IncomingMessage, record: RequestRecord): ProjectedToken {
     if (!isBindHost(req.headers.host)) throw agentError('ForbiddenHost', 'the Host header must name the agent\'s address');
@@ -70,22 +75,22 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
   }
 
   function handle(req: IncomingMessage, res: ServerResponse, record: RequestRecord): void {
-    let token: ProjectedToken;
+    let request: CacheRequest | Promise<CacheRequest>;
     try {
-      token = admit(req, record);
+      request = resolveIdentity(admit(req, record), req.socket.remoteAddress);
     } catch (caught) {
       fail(res, record, caught);
       finish(record);
       return;
     }
-    const entry = options.cache.hit(token);
+    const entry = request instanceof Promise ? undefined : options.cache.hit(request);
     if (entry !== undefined) {
       respond(res, record, entry, 'hit');
       finish(record);
       return;
     }
-    options.cache
-      .get(token)
+    Promise.resolve(request)
+      .then((resolved) => options.cache.get(resolved))
       .then(
         (result) => {
           if (result.ok) return respond(res, record, result.entry, result.outcome);

@@ -3,6 +3,7 @@ import { createServer } from 'node:net';
 import type { Test } from 'tap';
 import { type Agent, type AgentAddresses, buildAgent } from '../../src/agent.ts';
 import { parseServerArgs } from '../../src/config.ts';
+import type { LoadedKubeConfig } from '../../src/k8s/kube-config.ts';
 import type { EksAuthEmulator, EmulatorOptions } from '../../src/emulator/eks-auth-emulator.ts';
 import { type EmulatedCluster, startEmulatedCluster } from '../../src/emulator/emulated-cluster.ts';
 import type { IssueOptions, TokenIssuer } from '../../src/emulator/token-issuer.ts';
@@ -16,6 +17,10 @@ export interface HarnessOptions {
   readonly args?: readonly string[];
   readonly retry?: RetryPolicy;
   readonly emulator?: Partial<EmulatorOptions>;
+  /** The API server's configuration; none by default, whatever the machine has. */
+  readonly kubernetes?: LoadedKubeConfig | null;
+  /** Runs once the emulated cluster exists and before the agent starts (say, a fake API server trusting its issuer). */
+  readonly beforeAgent?: (cluster: EmulatedCluster) => Promise<{ kubernetes?: LoadedKubeConfig; args?: readonly string[] }>;
 }
 
 export interface Reply {
@@ -62,15 +67,18 @@ export function startTestCluster(overrides: Partial<EmulatorOptions> = {}): Prom
 export async function startHarness(t: Test, options: HarnessOptions = {}): Promise<Harness> {
   const audit = createLogAudit();
   audit.secrets.add(NODE_CREDENTIALS.secretAccessKey);
-  const { issuer, emulator } = await startTestCluster(options.emulator);
+  const cluster = await startTestCluster(options.emulator);
+  const { issuer, emulator } = cluster;
+  const extra = (await options.beforeAgent?.(cluster)) ?? {};
   const parsed = parseServerArgs(
-    ['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '-v', 'debug', ...(options.args ?? [])],
+    ['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '-v', 'debug', ...(options.args ?? []), ...(extra.args ?? [])],
     {},
   );
   const logger = createLogger({ level: parsed.config?.logLevel ?? 'debug', destination: audit.sink });
   const agent = buildAgent(parsed.config!, {
     logger,
     credentialProvider: async () => NODE_CREDENTIALS,
+    kubernetes: extra.kubernetes ?? options.kubernetes ?? null,
     ...(options.retry === undefined ? {} : { retry: options.retry }),
   });
   const addresses = await agent.listen();

@@ -1,0 +1,67 @@
+import type { Config } from '../config.ts';
+import type { Logger } from '../observability/logger.ts';
+import { jwksVerifier } from '../token/jwks-verifier.ts';
+import { tokenReviewVerifier } from '../token/tokenreview-verifier.ts';
+import type { TokenVerifier } from '../token/verifier.ts';
+import { issuerKeys } from './issuer-keys.ts';
+import type { LoadedKubeConfig } from './kube-config.ts';
+import { type PodIndex, watchNodePods } from './pod-index.ts';
+
+/** What the cluster lets the agent check: token verification and pod binding, each possibly off. */
+export interface Trust {
+  readonly verifier: TokenVerifier | undefined;
+  readonly pods: PodIndex | undefined;
+  close(): Promise<void>;
+}
+
+export interface TrustOptions {
+  readonly config: Config;
+  readonly kube: LoadedKubeConfig | undefined;
+  readonly logger: Logger;
+  /** Called when a pod of this node is deleted. */
+  readonly onPodDeleted: (uid: string) => void;
+  readonly startTimeoutMs?: number;
+}
+
+/**
+ * Resolves --token-verification and --pod-binding against what is there: with no Kubernetes
+ * configuration at all, both are off (one warning; never a default localhost:8080); `auto` means
+ * on when the API server answers or keys from an earlier run are stored. An explicit mode that
+ * cannot work is a start-up error.
+ */
+export async function setUpTrust(options: TrustOptions): Promise<Trust> {
+  const { config, kube, logger } = options;
+  if (kube === undefined) {
+    if (config.tokenVerification === 'jwks' || config.tokenVerification === 'tokenreview' || config.podBinding === 'on') {
+      throw new Error(`--token-verification ${config.tokenVerification} / --pod-binding ${config.podBinding} need the Kubernetes API, and no configuration was found (in-cluster, KUBECONFIG, ~/.kube/config)`);
+    }
+    logger.warn('no Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config): tokens are not verified locally and not bound to pods');
+    return { verifier: undefined, pods: undefined, close: async () => undefined };
+  }
+
+  const keys = config.tokenVerification === 'jwks' || config.tokenVerification === 'auto' ? issuerKeys({ kubeConfig: kube.kubeConfig, stateDir: config.stateDir, logger }) : undefined;
+  let verifier: TokenVerifier | undefined;
+  if (config.tokenVerification === 'tokenreview') verifier = tokenReviewVerifier(kube.kubeConfig, config.audience);
+  if (keys !== undefined) {
+    const loaded = await keys.start(options.startTimeoutMs ?? 5000);
+    if (loaded !== undefined || config.tokenVerification === 'jwks') verifier = jwksVerifier(keys, config.audience);
+    else logger.warn({ kubeconfig: kube.source }, 'the API server did not answer and no issuer keys are stored: tokens are not verified locally');
+  }
+
+  let pods: PodIndex | undefined;
+  const bind = config.podBinding === 'on' || (config.podBinding === 'auto' && verifier !== undefined && config.nodeName !== undefined);
+  if (bind && config.nodeName !== undefined) {
+    pods = watchNodePods({ kubeConfig: kube.kubeConfig, nodeName: config.nodeName, logger, onDelete: options.onPodDeleted });
+  } else if (config.podBinding === 'auto' && verifier !== undefined) {
+    logger.warn('the node name is unknown (--node-name or NODE_NAME): tokens are verified but not bound to this node\'s pods');
+  }
+  logger.info({ kubeconfig: kube.source, tokenVerification: verifier?.mode ?? 'none', podBinding: pods === undefined ? 'off' : 'on', node: config.nodeName }, 'Kubernetes trust set up');
+  return {
+    verifier,
+    pods,
+    async close() {
+      keys?.close();
+      await pods?.close();
+    },
+  };
+}

@@ -1,0 +1,192 @@
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
+import t, { type Test } from 'tap';
+import type { EmulatedCluster } from '../src/emulator/emulated-cluster.ts';
+import { createTokenIssuer } from '../src/emulator/token-issuer.ts';
+import type { LoadedKubeConfig } from '../src/k8s/kube-config.ts';
+import { type FakeApiServer, type FakePod, startFakeApiServer } from './helpers/fake-apiserver.ts';
+import { type Harness, startHarness } from './helpers/harness.ts';
+
+const NODE = 'node-a';
+
+interface Cluster {
+  readonly h: Harness;
+  readonly api: FakeApiServer;
+  readonly stateDir: string;
+}
+
+async function kubeConfigFor(t: Test, api: FakeApiServer): Promise<LoadedKubeConfig> {
+  const dir = await mkdtemp(join(tmpdir(), 'pia-kube-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await api.writeKubeconfig(join(dir, 'config'));
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromFile(join(dir, 'config'));
+  return { kubeConfig, source: 'KUBECONFIG' };
+}
+
+/** Emulator, fake API server trusting the emulator's token issuer, and an agent bound to node-a. */
+async function startCluster(t: Test, options: { args?: string[]; stateDir?: string; apiDown?: boolean; reviewToken?: Parameters<typeof startFakeApiServer>[0]['reviewToken'] } = {}): Promise<Cluster> {
+  const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), 'pia-state-')));
+  t.teardown(() => rm(stateDir, { recursive: true, force: true }));
+  let api: FakeApiServer | undefined;
+  const h = await startHarness(t, {
+    beforeAgent: async (cluster: EmulatedCluster) => {
+      api = await startFakeApiServer({ issuer: cluster.issuer.issuer, jwks: await cluster.issuer.jwks(), bookmarkIntervalMs: 200, ...(options.reviewToken === undefined ? {} : { reviewToken: options.reviewToken }) });
+      t.teardown(() => api?.close());
+      if (options.apiDown === true) api.setDown(true);
+      return { kubernetes: await kubeConfigFor(t, api), args: ['--node-name', NODE, '--state-dir', stateDir, ...(options.args ?? [])] };
+    },
+  });
+  return { h, api: api as FakeApiServer, stateDir };
+}
+
+const pod = (name: string, extra: Partial<FakePod> = {}): FakePod => ({ namespace: 'default', name, uid: `uid-${name}`, nodeName: NODE, podIP: '127.0.0.1', serviceAccountName: 'app', ...extra });
+const tokenFor = (h: Harness, p: FakePod) => h.token({ namespace: p.namespace, serviceAccount: 'app', podName: p.name, podUid: p.uid });
+
+async function eventually(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 100; i += 1) {
+    if (check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+t.test('jwks: a good token from a pod on this node is served; keys are stored 0700', async (t) => {
+  const { h, api, stateDir } = await startCluster(t);
+  const web = pod('web');
+  api.addPod(web);
+  await eventually(() => h.audit.lines.some((l) => l.msg === 'Kubernetes trust set up'), 'trust');
+  t.match(h.audit.lines.find((l) => l.msg === 'Kubernetes trust set up'), { tokenVerification: 'jwks', podBinding: 'on', node: NODE });
+  let reply = await h.send({ authorization: await tokenFor(h, web) });
+  for (let i = 0; reply.status === 403 && i < 40; i += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    reply = await h.send({ authorization: await tokenFor(h, web) });
+  }
+  t.equal(reply.status, 200, reply.text);
+  t.equal((await stat(stateDir)).mode & 0o777, 0o700);
+  t.ok(api.requests.some((r) => r.path === '/openid/v1/jwks'), 'keys read from the API server');
+});
+
+t.test('refusals that cost no upstream call: bad signature, pod elsewhere, replayed from another address', async (t) => {
+  const { h, api } = await startCluster(t);
+  const here = pod('here');
+  const elsewhere = pod('elsewhere', { nodeName: 'node-b' });
+  const remote = pod('remote', { podIP: '169.254.9.9' });
+  const hostNet = pod('host-net', { podIP: '10.0.0.1', hostNetwork: true });
+  for (const p of [here, elsewhere, remote, hostNet]) api.addPod(p);
+  await eventually(() => true, 'nothing');
+  const forger = await createTokenIssuer();
+  const forged = await forger.issue({ namespace: 'default', serviceAccount: 'app', podName: here.name, podUid: here.uid });
+  h.audit.secrets.add(forged);
+  // Let the informer list the pods first.
+  for (let i = 0; i < 40 && (await h.send({ authorization: await tokenFor(h, here) })).status !== 200; i += 1) await new Promise((r) => setTimeout(r, 50));
+  const before = h.emulator.callCount;
+  const cases: [string, string, number, string][] = [
+    ['forged signature', forged, 401, 'TokenSignatureInvalid'],
+    ['pod on another node', await tokenFor(h, elsewhere), 403, 'PodNotOnNode'],
+    ['pod that does not exist', await tokenFor(h, pod('ghost')), 403, 'PodNotOnNode'],
+    ['token replayed from another address', await tokenFor(h, remote), 403, 'SourceAddressMismatch'],
+  ];
+  for (const [name, authorization, status, code] of cases) {
+    const reply = await h.send({ authorization });
+    t.equal(reply.status, status, name);
+    t.equal(reply.json?.Code, code, name);
+  }
+  t.equal(h.emulator.callCount, before, 'none of them reached EKS Auth');
+  t.equal((await h.send({ authorization: await tokenFor(h, hostNet) })).status, 200, 'a host-network pod shares the node\'s address');
+});
+
+t.test('an unknown kid reloads the keys once: the cluster rotated its signing key', async (t) => {
+  const { h, api } = await startCluster(t);
+  const web = pod('web');
+  api.addPod(web);
+  const rotated = await createTokenIssuer();
+  api.setJwks({ keys: [...(await h.issuer.jwks()).keys, ...(await rotated.jwks()).keys] });
+  const token = await rotated.issue({ namespace: 'default', serviceAccount: 'app', podName: web.name, podUid: web.uid });
+  h.audit.secrets.add(token);
+  const jwksReads = () => api.requests.filter((r) => r.path === '/openid/v1/jwks').length;
+  const readsBefore = jwksReads();
+  let reply = await h.send({ authorization: token });
+  for (let i = 0; reply.json?.Code === 'PodListUnavailable' && i < 40; i += 1) reply = await h.send({ authorization: token });
+  t.not(reply.json?.Code, 'TokenSignatureInvalid', 'the new key was fetched and the token verified');
+  t.equal(jwksReads(), readsBefore + 1, 'one reload');
+  t.equal(h.emulator.callCount, 1, 'and the token went on to EKS Auth (whose emulator knows only the old key)');
+  const unknown = await (await createTokenIssuer()).issue({ namespace: 'default', serviceAccount: 'app', podName: web.name, podUid: web.uid });
+  h.audit.secrets.add(unknown);
+  t.equal((await h.send({ authorization: unknown })).json?.Code, 'TokenSignatureInvalid');
+  t.equal((await h.send({ authorization: unknown })).json?.Code, 'TokenSignatureInvalid');
+  t.equal(jwksReads(), readsBefore + 1, 'no further reload inside the cooldown: forged kids cannot drive API calls');
+});
+
+t.test('a kubelet token rotation is a cache hit; a deleted pod loses its credentials', async (t) => {
+  const { h, api } = await startCluster(t);
+  const web = pod('web');
+  api.addPod(web);
+  let first = await h.send({ authorization: await tokenFor(h, web) });
+  for (let i = 0; first.status !== 200 && i < 40; i += 1) first = await h.send({ authorization: await tokenFor(h, web) });
+  t.equal(first.status, 200);
+  const calls = h.emulator.callCount;
+  const rotated = await h.send({ authorization: await h.token({ namespace: 'default', serviceAccount: 'app', podName: web.name, podUid: web.uid, issuedAt: Math.floor(Date.now() / 1000) + 1 }) });
+  t.equal(rotated.status, 200);
+  t.equal(rotated.json?.AccessKeyId, first.json?.AccessKeyId, 'same credentials for the new token');
+  t.equal(h.emulator.callCount, calls, 'no upstream call');
+  t.match(h.audit.lines.filter((l) => l.msg === 'credential request').at(-1), { cache: 'hit' });
+
+  api.deletePod(web.uid);
+  await eventually(() => h.agent.cache.size === 0, 'the pod\'s entry to be dropped');
+  t.match(await h.agent.metrics.registry.metrics(), /pod_identity_cache_evictions_total\{reason="pod_deleted"\} 1/);
+  t.equal((await h.send({ authorization: await tokenFor(h, web) })).json?.Code, 'PodNotOnNode');
+});
+
+t.test('API server down during the run: the last good keys and pods keep verifying', async (t) => {
+  const { h, api } = await startCluster(t);
+  const web = pod('web');
+  api.addPod(web);
+  for (let i = 0; i < 40 && (await h.send({ authorization: await tokenFor(h, web) })).status !== 200; i += 1) await new Promise((r) => setTimeout(r, 50));
+  api.setDown(true);
+  const reply = await h.send({ authorization: await tokenFor(h, web) });
+  t.equal(reply.status, 200, 'a new token of the same pod, verified with the keys in memory');
+  api.setDown(false);
+});
+
+t.test('API server down at start: stored keys from an earlier run verify; without them, verification is off', async (t) => {
+  const stateDir = await mkdtemp(join(tmpdir(), 'pia-state-'));
+  const earlier = await startCluster(t, { stateDir });
+  await eventually(() => earlier.h.audit.lines.some((l) => l.msg === 'service-account issuer keys loaded'), 'keys stored');
+  await earlier.h.agent.close();
+
+  const cold = await startCluster(t, { apiDown: true, args: ['--pod-binding', 'off'] });
+  t.match(cold.h.audit.lines.find((l) => l.msg === 'Kubernetes trust set up'), { tokenVerification: 'none' });
+  t.ok(cold.h.audit.lines.some((l) => /no issuer keys are stored/.test(String(l.msg))), 'says so');
+
+  // The same state directory, another emulated cluster whose keys differ: the stored (earlier) keys decide.
+  const warm = await startCluster(t, { apiDown: true, stateDir, args: ['--pod-binding', 'off'] });
+  t.ok(warm.h.audit.lines.some((l) => l.msg === 'using the issuer keys stored by an earlier run'));
+  t.match(warm.h.audit.lines.find((l) => l.msg === 'Kubernetes trust set up'), { tokenVerification: 'jwks' });
+  const reply = await warm.h.send({ authorization: await warm.h.token() });
+  t.equal(reply.json?.Code, 'TokenSignatureInvalid', 'this cluster\'s tokens are not signed by the stored keys');
+});
+
+t.test('tokenreview: the API server decides', async (t) => {
+  const { h, api } = await startCluster(t, {
+    args: ['--token-verification', 'tokenreview'],
+    reviewToken: (token) => (token.length > 0 && !token.endsWith('x') ? { authenticated: true, namespace: 'default', serviceAccount: 'app', podName: 'web', podUid: 'uid-web', audiences: ['pods.eks.amazonaws.com'] } : { authenticated: false }),
+  });
+  api.addPod(pod('web'));
+  let reply = await h.send({ authorization: await tokenFor(h, pod('web')) });
+  for (let i = 0; reply.status !== 200 && i < 40; i += 1) reply = await h.send({ authorization: await tokenFor(h, pod('web')) });
+  t.equal(reply.status, 200);
+  t.ok(api.tokenReviews.length >= 1);
+  const reviews = api.tokenReviews.length;
+  const again = await h.send({ authorization: (await tokenFor(h, pod('web'))) });
+  t.equal(again.status, 200);
+  const cachedToken = (await tokenFor(h, pod('web')));
+  await h.send({ authorization: cachedToken });
+  await h.send({ authorization: cachedToken });
+  t.ok(api.tokenReviews.length <= reviews + 2, 'a verdict is remembered for its token');
+  const rejected = await h.send({ authorization: `${(await tokenFor(h, pod('web'))).slice(0, -1)}x` });
+  t.equal(rejected.json?.Code, 'TokenNotAuthenticated');
+  t.equal(rejected.status, 401);
+});
