@@ -90,6 +90,8 @@ t.test('the documented command line serves credentials; an absent IPv6 bind host
   const logs = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
   t.match(logs[0], { level: 'info', msg: 'starting pod-identity-agent', version: VERSION, config: { clusterName: 'c1', endpointSource: '--endpoint' } });
   t.match(logs.find((line) => line.address === 'fd00:ec2::23'), { level: 'warn', msg: /IPv6 bind host unavailable/ });
+  t.equal(logs.filter((line) => /Kubernetes/.test(String(line.msg))).length, 1, 'one line about Kubernetes');
+  t.match(logs.find((line) => /Kubernetes configuration/.test(String(line.msg))), { level: 'warn', msg: /no Kubernetes configuration .*not verified locally and not bound to pods/ });
   t.match(logs.at(-1), { msg: 'stopped' });
   const leaks = lines.filter((line) => line.includes(token) || line.includes(NODE_CREDENTIALS.secretAccessKey) || (reply.json !== undefined && line.includes(String(reply.json.SecretAccessKey))));
   t.same(leaks, [], 'no token or secret in the process output');

@@ -28,7 +28,8 @@ function checkDaemonSet(t: Test, objects: Json[]): { ds: Json; init: Json; agent
   const ds = objects.find((o) => o.kind === 'DaemonSet') as Json;
   const configMap = objects.find((o) => o.kind === 'ConfigMap') as Json;
   const pod = ds.spec.template.spec;
-  const [init] = pod.initContainers;
+  const init = pod.initContainers.find((c: Json) => c.name === 'initialize') as Json;
+  const stateDir = pod.initContainers.find((c: Json) => c.name === 'state-dir') as Json;
   const [agent] = pod.containers;
   const env = configMap.data as Record<string, string>;
 
@@ -38,7 +39,20 @@ function checkDaemonSet(t: Test, objects: Json[]): { ds: Json; init: Json; agent
   t.same(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '10%' } });
   t.equal(pod.securityContext.seccompProfile.type, 'RuntimeDefault');
   t.ok(objects.some((o) => o.kind === 'ServiceAccount' && o.metadata.name === pod.serviceAccountName), 'its own ServiceAccount');
-  t.notOk(objects.some((o) => /Role/.test(o.kind)), 'no RBAC: the agent reads nothing from the API');
+  const role = objects.find((o) => o.kind === 'ClusterRole') as Json;
+  t.same(role.rules, [
+    { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+    { nonResourceURLs: ['/.well-known/openid-configuration', '/openid/v1/jwks'], verbs: ['get'] },
+  ], 'RBAC only for what the agent reads');
+  const binding = objects.find((o) => o.kind === 'ClusterRoleBinding') as Json;
+  t.match(binding, { roleRef: { name: role.metadata.name }, subjects: [{ kind: 'ServiceAccount', name: pod.serviceAccountName, namespace: ds.metadata.namespace }] });
+  t.same(pod.initContainers.map((c: Json) => c.name), ['initialize', 'state-dir']);
+  t.same(stateDir.securityContext.capabilities, { drop: ['ALL'], add: ['CHOWN', 'FOWNER'] }, 'state-dir: CHOWN and FOWNER only');
+  t.equal(stateDir.securityContext.allowPrivilegeEscalation, false);
+  t.equal(stateDir.securityContext.readOnlyRootFilesystem, true);
+  t.match(stateDir.command.join(' '), /chown 65532:65532 \/var\/lib\/pod-identity-agent/);
+  t.match(pod.volumes, [{ name: 'state', hostPath: { path: '/var/lib/pod-identity-agent', type: 'DirectoryOrCreate' } }]);
 
   t.equal(init.args[0], 'initialize');
   t.same(init.securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN'] }, 'init: NET_ADMIN only');
@@ -67,6 +81,9 @@ function checkDaemonSet(t: Test, objects: Json[]): { ds: Json; init: Json; agent
   t.equal(serverArgs[0], 'server');
   const server = parseServerArgs(serverArgs.slice(1), env).config;
   t.ok(server, 'the agent\'s args are valid flags');
+  t.same(agent.env, [{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }], 'the node name from the downward API');
+  t.match(agent.volumeMounts, [{ name: 'state', mountPath: server?.stateDir }], 'the state directory is the mounted host path');
+  t.equal(security.runAsUser, 65532, 'the uid the state directory is handed to');
   const initialize = parseInitializeArgs(expand(init.args, env).slice(1)).config;
   t.equal(initialize?.redirectPort, server?.port, 'port 80 is redirected to the port the agent listens on');
   t.ok(pod.terminationGracePeriodSeconds * 1000 > (server?.shutdownTimeoutMs ?? Infinity), 'the agent\'s shutdown deadline ends inside the grace period');
