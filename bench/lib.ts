@@ -49,7 +49,8 @@ export interface AgentProcess {
 export async function startAgent(cluster: EmulatedCluster, extraArgs: string[] = []): Promise<AgentProcess> {
   const [port, probePort, metricsPort] = [await freePort(), await freePort(), await freePort()];
   const devNull = openSync('/dev/null', 'w');
-  const args = ['--cluster-name', cluster.clusterName, '--region', cluster.region, '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', String(port), '--probe-port', String(probePort), '--metrics-address', '127.0.0.1', '--metrics-port', String(metricsPort), ...extraArgs];
+  // One load process stands for many pods: lift the per-address miss budget, or it would be measured instead.
+  const args = ['--max-client-miss-qps', '100000', '--max-client-miss-burst', '100000', '--cluster-name', cluster.clusterName, '--region', cluster.region, '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', String(port), '--probe-port', String(probePort), '--metrics-address', '127.0.0.1', '--metrics-port', String(metricsPort), ...extraArgs];
   const child = spawn(NODE, [`${ROOT}dist/cli.js`, 'server', ...args], {
     stdio: ['ignore', devNull, 'inherit'],
     env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}`, AWS_ACCESS_KEY_ID: cluster.nodeCredentials.accessKeyId, AWS_SECRET_ACCESS_KEY: cluster.nodeCredentials.secretAccessKey },

@@ -8,6 +8,7 @@ import type { Logger } from './observability/logger.ts';
 import { type AgentMetrics, createMetrics } from './observability/metrics.ts';
 import { type RequestHandler, createCredentialsHandler } from './server/credentials-handler.ts';
 import { createIdentityResolver } from './server/request-identity.ts';
+import { MissLimiter } from './server/miss-limiter.ts';
 import { type LoadedKubeConfig, loadKubeConfig } from './k8s/kube-config.ts';
 import { type Trust, setUpTrust } from './k8s/trust.ts';
 import { closeServer, createHttpServer, listen } from './server/http-server.ts';
@@ -80,11 +81,13 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       logger.debug({ code: 'code' in error ? error.code : undefined, message: error.message }, 'retrying EKS Auth call');
     },
   });
+  const missLimiter = new MissLimiter(config.missLimits, deps.now ?? Date.now);
   const cache = new CredentialCache({
     exchange,
     maxSize: config.maxCacheSize,
     retentionMs: config.maxCredentialRetentionMs,
     negativeTtlMs: config.negativeCacheTtlMs,
+    admitMiss: (request) => missLimiter.admit(request.client ?? 'unknown'),
     renewalsPerSecond: config.maxServiceQps,
     observer: {
       lookup: (outcome) => metrics.cacheLookups.inc({ outcome }),

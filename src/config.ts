@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { parseDuration } from './duration.ts';
+import { DEFAULT_MISS_LIMITS, type MissLimits } from './server/miss-limiter.ts';
 import { type ResolvedEndpoint, resolveEndpoint } from './upstream/endpoint.ts';
 
 /** The server's settings, validated once at start-up. */
@@ -29,6 +30,7 @@ export interface Config {
   readonly podBinding: 'auto' | 'on' | 'off';
   readonly nodeName: string | undefined;
   readonly stateDir: string;
+  readonly missLimits: MissLimits;
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
@@ -79,6 +81,9 @@ const OPTIONS = {
   'pod-binding': { type: 'string' },
   'node-name': { type: 'string' },
   'state-dir': { type: 'string' },
+  'max-client-miss-qps': { type: 'string' },
+  'max-client-miss-burst': { type: 'string' },
+  'max-upstream-qps': { type: 'string' },
   verbosity: { type: 'string', short: 'v' },
   // Accepted so manifests written for the reference agent keep working; rotation is always on here.
   'rotate-credentials': { type: 'boolean' },
@@ -115,6 +120,11 @@ export const SERVER_USAGE = `Usage: pod-identity-agent server --cluster-name NAM
   --node-name NAME                           this node (default NODE_NAME)
   --state-dir DIR                            where the last good issuer keys are kept
                                              (default /var/lib/pod-identity-agent)
+  --max-client-miss-qps N                    misses needing EKS Auth one source address may start
+                                             per second (default 15; hits are never limited)
+  --max-client-miss-burst N                  ... in a burst (default 60)
+  --max-upstream-qps N                       misses needing EKS Auth the whole node may start per
+                                             second (default 1000)
   -v, --verbosity LEVEL                      0-5 or fatal|error|warn|info|debug|trace (default info)
 `;
 
@@ -169,6 +179,9 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
   const logLevel = check(() => parseVerbosity(values.verbosity ?? DEFAULTS.verbosity));
   const tokenVerification = check(() => parseChoice('--token-verification', values['token-verification'] ?? 'auto', ['auto', 'jwks', 'tokenreview', 'none'] as const));
   const podBinding = check(() => parseChoice('--pod-binding', values['pod-binding'] ?? 'auto', ['auto', 'on', 'off'] as const));
+  const perClientPerSecond = check(() => parseCount('--max-client-miss-qps', values['max-client-miss-qps'], DEFAULT_MISS_LIMITS.perClientPerSecond, 1));
+  const perClientBurst = check(() => parseCount('--max-client-miss-burst', values['max-client-miss-burst'], DEFAULT_MISS_LIMITS.perClientBurst, 1));
+  const nodePerSecond = check(() => parseCount('--max-upstream-qps', values['max-upstream-qps'], DEFAULT_MISS_LIMITS.nodePerSecond, 1));
   const nodeName = values['node-name'] ?? (env.NODE_NAME === '' ? undefined : env.NODE_NAME);
   if (podBinding === 'on' && tokenVerification === 'none') problems.push('--pod-binding on needs verified tokens: not with --token-verification none');
   if (podBinding === 'on' && nodeName === undefined) problems.push('--pod-binding on needs the node name: --node-name or NODE_NAME');
@@ -196,6 +209,7 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
     podBinding: podBinding!,
     nodeName,
     stateDir: values['state-dir'] ?? DEFAULTS.stateDir,
+    missLimits: Object.freeze({ perClientPerSecond: perClientPerSecond!, perClientBurst: perClientBurst!, nodePerSecond: nodePerSecond!, nodeBurst: nodePerSecond! }),
   });
 }
 

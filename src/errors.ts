@@ -24,6 +24,11 @@ export const ERROR_CATALOG = {
   PodNotOnNode: { status: 403, retryable: false, description: 'the token\'s pod is not a pod on this node' },
   SourceAddressMismatch: { status: 403, retryable: false, description: 'the request does not come from the token\'s pod' },
   PodListUnavailable: { status: 503, retryable: true, description: 'the list of this node\'s pods has not been read yet' },
+  TooManyRequests: { status: 429, retryable: true, description: 'too many misses needing EKS Auth from one pod address, or from the whole node (Retry-After says when to come back)' },
+  AmbiguousRequest: { status: 400, retryable: false, description: 'more than one Host or Authorization header' },
+  BadRequest: { status: 400, retryable: false, description: 'the request could not be parsed as HTTP' },
+  HeadersTooLarge: { status: 431, retryable: false, description: 'the request headers exceed 32 KiB' },
+  RequestTimeout: { status: 408, retryable: true, description: 'the request headers or body did not arrive in time' },
   // The upstream call
   UpstreamUnavailable: { status: 503, retryable: true, description: 'EKS Auth unreachable or timed out within the retry budget' },
   UpstreamInvalidResponse: { status: 502, retryable: true, description: 'EKS Auth answered something that is not a valid response' },
@@ -52,6 +57,8 @@ export const UPSTREAM_ERRORS = {
 
 export interface AgentErrorOptions {
   readonly retryable?: boolean;
+  /** Sent as Retry-After. */
+  readonly retryAfterSeconds?: number;
   readonly upstreamRequestId?: string;
   readonly cause?: unknown;
 }
@@ -63,6 +70,7 @@ export class AgentError extends Error {
   /** Whether trying again later can succeed (throttling, 5xx, network), as opposed to a verdict on the token. */
   readonly retryable: boolean;
   readonly upstreamRequestId: string | undefined;
+  readonly retryAfterSeconds: number | undefined;
 
   constructor(code: string, status: number, message: string, options: AgentErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -71,6 +79,7 @@ export class AgentError extends Error {
     this.status = status;
     this.retryable = options.retryable ?? status >= 500;
     this.upstreamRequestId = options.upstreamRequestId;
+    this.retryAfterSeconds = options.retryAfterSeconds;
   }
 
   toJSON(): { Code: string; Message: string } {

@@ -8,7 +8,7 @@ import { RenewalBudget } from './renewal-budget.ts';
  * How a request was answered: from the cache; by its own upstream call; by joining another's;
  * from still-valid credentials during an upstream failure; from a remembered upstream verdict.
  */
-export type LookupOutcome = 'hit' | 'miss' | 'coalesced' | 'stale' | 'negative';
+export type LookupOutcome = 'hit' | 'miss' | 'coalesced' | 'stale' | 'negative' | 'limited';
 /** renewed; failed for a temporary reason (kept, retried later); dropped on a verdict about the token. */
 export type RenewalOutcome = 'renewed' | 'failed' | 'dropped';
 export type EvictionReason = 'capacity' | 'token_expired' | 'idle' | 'expired' | 'rejected' | 'pod_deleted';
@@ -20,6 +20,8 @@ export interface CacheRequest extends EntryRequest {
    * service account, pod uid), so that a rotated token finds its credentials.
    */
   readonly key: string;
+  /** Who asks (the source address), for the per-client limit on misses. */
+  readonly client?: string;
 }
 
 export type CacheResult =
@@ -51,6 +53,8 @@ export interface CredentialCacheOptions {
   readonly now?: () => number;
   readonly random?: () => number;
   readonly observer?: CacheObserver;
+  /** Asked before a request starts an upstream call; an error refuses it (and stale credentials may stand in). */
+  readonly admitMiss?: (request: CacheRequest) => AgentError | undefined;
 }
 
 export const MIN_CREDENTIAL_LIFETIME_MS = 15_000;
@@ -71,6 +75,7 @@ export class CredentialCache {
   readonly #sweepIntervalMs: number;
   readonly #now: () => number;
   readonly #observer: CacheObserver;
+  readonly #admitMiss: (request: CacheRequest) => AgentError | undefined;
   readonly #entries = new Map<string, CredentialEntry>();
   readonly #inflight = new Map<string, Promise<CredentialEntry>>();
   readonly #negative: NegativeCache;
@@ -87,6 +92,7 @@ export class CredentialCache {
     this.#sweepIntervalMs = options.sweepIntervalMs ?? 1000;
     this.#now = options.now ?? Date.now;
     this.#observer = options.observer ?? {};
+    this.#admitMiss = options.admitMiss ?? (() => undefined);
     this.#negative = new NegativeCache(options.negativeTtlMs ?? 10_000, this.#maxSize);
     this.#budget = new RenewalBudget(options.renewalsPerSecond ?? 3, this.#now());
   }
@@ -124,6 +130,11 @@ export class CredentialCache {
     if (verdict !== undefined) return this.#report({ ok: false, outcome: 'negative', error: verdict });
     const pending = this.#inflight.get(key);
     const outcome: LookupOutcome = pending === undefined ? 'miss' : 'coalesced';
+    const refused = pending === undefined ? this.#admitMiss(request) : undefined;
+    if (refused !== undefined) {
+      if (cached !== undefined && this.#usable(cached)) return this.#served(cached, 'stale');
+      return this.#report({ ok: false, outcome: 'limited', error: refused });
+    }
     try {
       return this.#served(await (pending ?? this.#fetch(key, request, false)), outcome);
     } catch (caught) {

@@ -49,6 +49,7 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
   const resolveIdentity = options.resolveIdentity ?? createIdentityResolver({ clusterName: '', verifier: undefined, pods: undefined, now });
 
   function admit(req: IncomingMessage, record: RequestRecord): ProjectedToken {
+    if (hasDuplicateCredentialHeaders(req.rawHeaders)) throw agentError('AmbiguousRequest', 'send exactly one Host and at most one Authorization header');
     if (!isBindHost(req.headers.host)) throw agentError('ForbiddenHost', 'the Host header must name the agent\'s address');
     if (pathOf(req.url) !== CREDENTIALS_PATH) throw agentError('NotFound', `no such path; credentials are served at ${CREDENTIALS_PATH}`);
     if (req.method !== 'GET') throw agentError('MethodNotAllowed', `${CREDENTIALS_PATH} answers GET only`);
@@ -166,6 +167,18 @@ function createFinisher(options: CredentialsHandlerOptions): (record: RequestRec
       logger.error({ err: error }, 'recording a credential request failed');
     }
   };
+}
+
+/** Node keeps the first of repeated Host and Authorization headers; a request that repeats them is refused instead. */
+function hasDuplicateCredentialHeaders(raw: readonly string[]): boolean {
+  let hosts = 0;
+  let authorizations = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    if (name === 'host') hosts += 1;
+    else if (name === 'authorization') authorizations += 1;
+  }
+  return hosts > 1 || authorizations > 1;
 }
 
 function pathOf(url: string | undefined): string {

@@ -1,5 +1,6 @@
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { RequestHandler } from './credentials-handler.ts';
 
 /** Explicit limits against slow or idle clients, rather than Node's defaults. */
@@ -12,16 +13,39 @@ export const SERVER_TIMEOUTS = Object.freeze({
 });
 
 export function createHttpServer(handler: RequestHandler): Server {
-  const server = createServer(
+  const server: Server = createServer(
     {
       headersTimeout: SERVER_TIMEOUTS.headersTimeoutMs,
       requestTimeout: SERVER_TIMEOUTS.requestTimeoutMs,
       keepAliveTimeout: SERVER_TIMEOUTS.keepAliveTimeoutMs,
       maxHeaderSize: SERVER_TIMEOUTS.maxHeaderSize,
+      // Node checks the two timeouts above only this often (30 s by default): a slowloris would outlive them.
+      connectionsCheckingInterval: 1000,
     },
     handler,
   );
+  server.on('clientError', answerClientError);
   return server;
+}
+
+/**
+ * Requests Node cannot parse, or that arrive too slowly, get the same JSON error shape as every
+ * other refusal (Node's default is a bare 400), then the connection is closed.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  if (error.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const { code, status, reason, message } = clientErrorAnswer(error.code);
+  const body = JSON.stringify({ Code: code, Message: message });
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+}
+
+function clientErrorAnswer(code: string | undefined): { code: string; status: number; reason: string; message: string } {
+  if (code === 'HPE_HEADER_OVERFLOW') return { code: 'HeadersTooLarge', status: 431, reason: 'Request Header Fields Too Large', message: `request headers are limited to ${SERVER_TIMEOUTS.maxHeaderSize} bytes` };
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return { code: 'RequestTimeout', status: 408, reason: 'Request Timeout', message: 'the request did not arrive in time' };
+  return { code: 'BadRequest', status: 400, reason: 'Bad Request', message: 'the request is not valid HTTP/1.1' };
 }
 
 export function listen(server: Server, host: string, port: number): Promise<AddressInfo> {

@@ -17,5 +17,6 @@ export function sendJson(res: ServerResponse, status: number, body: Buffer | str
 
 /** `{"Code","Message"}`: the JS SDK reads Code and Message, Go reads them case-insensitively. */
 export function sendError(res: ServerResponse, error: AgentError, extraHeaders: Record<string, string> = {}): void {
-  sendJson(res, error.status, JSON.stringify(error.toJSON()), extraHeaders);
+  const retryAfter: Record<string, string> = error.retryAfterSeconds === undefined ? {} : { 'retry-after': String(error.retryAfterSeconds) };
+  sendJson(res, error.status, JSON.stringify(error.toJSON()), { ...retryAfter, ...extraHeaders });
 }

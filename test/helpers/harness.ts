@@ -35,6 +35,8 @@ export interface RequestOptions {
   readonly method?: string;
   readonly host?: string;
   readonly authorization?: string;
+  /** The client's own address, to act as another pod (any 127.x works on Linux loopback). */
+  readonly localAddress?: string;
 }
 
 export interface Harness {
@@ -109,7 +111,7 @@ export function sendRequest(port: number, options: RequestOptions, audit?: LogAu
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { host: options.host ?? `127.0.0.1:${port}` };
     if (options.authorization !== undefined) headers.authorization = options.authorization;
-    const req = request({ host: '127.0.0.1', port, path: options.path ?? '/v1/credentials', method: options.method ?? 'GET', headers, agent: false }, (res) => {
+    const req = request({ host: '127.0.0.1', port, path: options.path ?? '/v1/credentials', method: options.method ?? 'GET', headers, agent: false, ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }) }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => {

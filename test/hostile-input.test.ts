@@ -1,0 +1,90 @@
+import t from 'tap';
+import { rawExchange } from './helpers/raw-http.ts';
+import { startHarness } from './helpers/harness.ts';
+
+function b64(value: unknown): string {
+  return Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+}
+
+const get = (path: string, headers: string[]) => `GET ${path} HTTP/1.1\r\n${headers.map((h) => `${h}\r\n`).join('')}\r\n`;
+
+t.test('malformed requests: each a defined status with a JSON error, no upstream call, no crash', async (t) => {
+  const h = await startHarness(t);
+  const port = h.addresses.credentials[0]!.port;
+  const host = `Host: 127.0.0.1:${port}`;
+  const token = await h.token();
+  const [header, payload] = token.split('.') as [string, string];
+  const now = Math.floor(Date.now() / 1000);
+  const claims = JSON.parse(Buffer.from(payload, 'base64url').toString()) as Record<string, unknown>;
+  const cases: [string, string | Buffer, number, string][] = [
+    ['DELETE', `DELETE /v1/credentials HTTP/1.1\r\n${host}\r\nAuthorization: ${token}\r\n\r\n`, 405, 'MethodNotAllowed'],
+    ['HEAD', `HEAD /v1/credentials HTTP/1.1\r\n${host}\r\n\r\n`, 405, ''],
+    ['dot segments', get('/v1/credentials/..', [host, `Authorization: ${token}`]), 404, 'NotFound'],
+    ['double slash', get('//v1/credentials', [host, `Authorization: ${token}`]), 404, 'NotFound'],
+    ['encoded path', get('/v1/%63redentials', [host, `Authorization: ${token}`]), 404, 'NotFound'],
+    ['absolute URI', get('http://evil.example/v1/credentials', [host, `Authorization: ${token}`]), 404, 'NotFound'],
+    ['no Host', `GET /v1/credentials HTTP/1.0\r\nAuthorization: ${token}\r\n\r\n`, 403, 'ForbiddenHost'],
+    ['two Hosts', get('/v1/credentials', [host, 'Host: 169.254.170.23', `Authorization: ${token}`]), 400, ''],
+    ['huge Host', get('/v1/credentials', [`Host: ${'a'.repeat(5000)}`, `Authorization: ${token}`]), 403, 'ForbiddenHost'],
+    ['two Authorizations', get('/v1/credentials', [host, `Authorization: ${token}`, `Authorization: ${token}`]), 400, 'AmbiguousRequest'],
+    ['empty Authorization', get('/v1/credentials', [host, 'Authorization:']), 400, 'MissingToken'],
+    ['bad base64', get('/v1/credentials', [host, 'Authorization: a!b.c$d.e%f']), 400, 'MalformedToken'],
+    ['payload not JSON', get('/v1/credentials', [host, `Authorization: ${header}.${b64('not json')}.c2ln`]), 400, 'MalformedToken'],
+    ['alg none', get('/v1/credentials', [host, `Authorization: ${b64({ alg: 'none' })}.${payload}.`]), 400, 'MalformedToken'],
+    ['alg none, signed', get('/v1/credentials', [host, `Authorization: ${b64({ alg: 'none' })}.${payload}.c2ln`]), 400, 'MalformedToken'],
+    ['absurd exp', get('/v1/credentials', [host, `Authorization: ${header}.${b64({ ...claims, exp: 1e300 })}.c2ln`]), 400, 'MalformedToken'],
+    ['negative exp', get('/v1/credentials', [host, `Authorization: ${header}.${b64({ ...claims, exp: -now })}.c2ln`]), 400, 'MalformedToken'],
+    ['1 MB header', get('/v1/credentials', [host, `X-Junk: ${'x'.repeat(1024 * 1024)}`]), 431, 'HeadersTooLarge'],
+    ['not HTTP', 'HELLO THERE\r\n\r\n', 400, 'BadRequest'],
+    ['binary garbage', Buffer.from([0, 1, 2, 3, 255, 254, 13, 10, 13, 10]), 400, 'BadRequest'],
+    ['HTTP/1.0 with a query', `GET /v1/credentials?x=1 HTTP/1.0\r\n${host}\r\nAuthorization: garbage\r\n\r\n`, 400, 'MalformedToken'],
+  ];
+  for (const [name, bytes, status, code] of cases) {
+    const reply = await rawExchange(port, [bytes]);
+    t.equal(reply.status, status, `${name}: status`);
+    if (code !== '') {
+      t.match(reply.headers, /content-type: application\/json/i, `${name}: JSON`);
+      t.equal((JSON.parse(reply.body || '{}') as { Code?: string }).Code, code, `${name}: Code`);
+    }
+  }
+  t.equal(h.emulator.callCount, 0, 'no upstream call');
+  t.equal((await h.send({ authorization: token })).status, 200, 'still serving');
+});
+
+t.test('connection-level abuse: pipelining, half-close, slow headers, idle keep-alive', async (t) => {
+  const h = await startHarness(t);
+  const port = h.addresses.credentials[0]!.port;
+  const host = `Host: 127.0.0.1:${port}`;
+  const token = await h.token();
+
+  const pipelined = await rawExchange(port, [get('/v1/credentials', [host, `Authorization: ${token}`]).repeat(3)], { waitMs: 1500 });
+  t.equal(pipelined.raw.match(/HTTP\/1\.1 200 OK/g)?.length, 3, 'three pipelined requests, three answers in order');
+  t.equal(h.emulator.callCount, 1, 'one upstream call for them');
+
+  const halfClosed = await rawExchange(port, [get('/v1/credentials', [host, `Authorization: ${token}`])], { endAfterWrite: true });
+  t.equal(halfClosed.status, 200, 'a client that half-closes after its request still gets the answer');
+
+  const started = performance.now();
+  const slow = await rawExchange(port, ['GET /v1/credentials HTTP/1.1\r\n', `${host}\r\n`, 'X-Slow: 1\r\n'], { gapMs: 200, waitMs: 8000 });
+  t.equal(slow.status, 408, 'slowloris: headers not complete in time');
+  t.equal(slow.closed, true);
+  t.ok(performance.now() - started < 7500, 'cut within the headers timeout');
+
+  const idle = await rawExchange(port, [get('/v1/credentials', [host, `Authorization: ${token}`])], { waitMs: 7000 });
+  t.equal(idle.status, 200);
+  t.equal(idle.closed, true, 'an idle keep-alive connection is closed by the server');
+});
+
+t.test('memory stays flat under a stream of refusals', async (t) => {
+  const h = await startHarness(t);
+  const port = h.addresses.credentials[0]!.port;
+  const round = () => Promise.all(Array.from({ length: 200 }, (_, i) => rawExchange(port, [get('/v1/credentials', [`Host: 127.0.0.1:${port}`, `Authorization: bad-${i}.${'x'.repeat(i)}.z`])], { waitMs: 500 })));
+  await round();
+  globalThis.gc?.();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < 5; i += 1) await round();
+  globalThis.gc?.();
+  const growth = process.memoryUsage().heapUsed - before;
+  t.ok(growth < 20 * 1024 * 1024, `heap grew ${Math.round(growth / 1024)} KiB over 1,000 refused requests`);
+  t.equal(h.emulator.callCount, 0);
+});
