@@ -87,7 +87,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     maxSize: config.maxCacheSize,
     retentionMs: config.maxCredentialRetentionMs,
     negativeTtlMs: config.negativeCacheTtlMs,
-    admitMiss: (request) => missLimiter.admit(request.client ?? 'unknown'),
+    admitMiss: (request) => missLimiter.admit(request.key, request.client ?? 'unknown'),
     renewalsPerSecond: config.maxServiceQps,
     observer: {
       lookup: (outcome) => metrics.cacheLookups.inc({ outcome }),

@@ -27,3 +27,18 @@ t.test('the node-wide limit protects the account from many pods at once', async 
   t.ok(statuses.slice(3).includes(429), `then refused: ${statuses.join(', ')}`);
   t.ok(h.emulator.callCount <= 4);
 });
+
+t.test('one identity hammering failed misses is limited on its own, not its whole address', async (t) => {
+  const h = await startHarness(t);
+  const failing = await h.token({ podName: 'failing' });
+  await h.emulator.close(); // every miss now fails fast (connection refused) and is retryable
+  const started = performance.now();
+  const codes: string[] = [];
+  for (let i = 0; i < 20; i += 1) codes.push(String((await h.send({ authorization: failing })).json?.Code));
+  const seconds = (performance.now() - started) / 1000;
+  const reached = codes.filter((code) => code === 'UpstreamUnavailable').length;
+  t.ok(reached <= 5 + Math.ceil(seconds), `${reached} of 20 went upstream in ${seconds.toFixed(1)} s: a burst of 5, then 1 per second`);
+  t.ok(codes.includes('TooManyRequests'), 'the rest waited');
+  const neighbour = await h.send({ authorization: await h.token({ podName: 'neighbour' }) });
+  t.equal(neighbour.json?.Code, 'UpstreamUnavailable', 'a neighbour on the same address still goes upstream');
+});

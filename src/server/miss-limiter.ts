@@ -1,6 +1,9 @@
 import { type AgentError, agentError } from '../errors.ts';
 
 export interface MissLimits {
+  /** Upstream-bound misses one identity (token, or verified pod identity) may start per second. */
+  readonly perIdentityPerSecond: number;
+  readonly perIdentityBurst: number;
   /** Upstream-bound misses one source address may start per second, on average. */
   readonly perClientPerSecond: number;
   readonly perClientBurst: number;
@@ -9,18 +12,19 @@ export interface MissLimits {
   readonly nodeBurst: number;
 }
 
-export const DEFAULT_MISS_LIMITS: MissLimits = Object.freeze({ perClientPerSecond: 15, perClientBurst: 60, nodePerSecond: 1000, nodeBurst: 1000 });
+// An identity needs one call per renewal; five in a burst cover an SDK's retries of a failure.
+export const DEFAULT_MISS_LIMITS: MissLimits = Object.freeze({ perIdentityPerSecond: 1, perIdentityBurst: 5, perClientPerSecond: 15, perClientBurst: 60, nodePerSecond: 1000, nodeBurst: 1000 });
 
 interface Bucket {
   tokens: number;
   at: number;
 }
 
-/** Addresses tracked at once; a flood of spoofed sources cannot grow the map past this. */
-const MAX_CLIENTS = 10_000;
+/** Addresses or identities tracked at once; a flood of new ones cannot grow the maps past this. */
+const MAX_TRACKED = 10_000;
 
 /**
- * Token buckets for misses that would call EKS Auth: one per source address and one for the node.
+ * Token buckets for misses that would call EKS Auth: per identity, per source address and for the node.
  * Hits, coalesced requests and local refusals never come here, so a misbehaving pod is limited
  * (429 with Retry-After) before it spends the account's quota, and well-behaved pods keep theirs.
  */
@@ -28,6 +32,7 @@ export class MissLimiter {
   readonly #limits: MissLimits;
   readonly #now: () => number;
   readonly #clients = new Map<string, Bucket>();
+  readonly #identities = new Map<string, Bucket>();
   readonly #node: Bucket;
 
   constructor(limits: MissLimits, now: () => number = Date.now) {
@@ -36,37 +41,43 @@ export class MissLimiter {
     this.#node = { tokens: limits.nodeBurst, at: now() };
   }
 
-  /** Takes one miss for the client, or says how long to wait. */
-  admit(client: string): AgentError | undefined {
+  /**
+   * Takes one miss for the identity (its cache key), the client (source address) and the node, or
+   * says how long to wait. The identity's own budget keeps one token from using up its address's,
+   * which host-network pods share.
+   */
+  admit(identity: string, client: string): AgentError | undefined {
     const now = this.#now();
-    const bucket = this.#clientBucket(client, now);
-    refill(bucket, now, this.#limits.perClientPerSecond, this.#limits.perClientBurst);
-    refill(this.#node, now, this.#limits.nodePerSecond, this.#limits.nodeBurst);
-    if (bucket.tokens < 1) return limited('this pod', (1 - bucket.tokens) / this.#limits.perClientPerSecond);
-    if (this.#node.tokens < 1) return limited('this node', (1 - this.#node.tokens) / this.#limits.nodePerSecond);
-    bucket.tokens -= 1;
+    const { perIdentityPerSecond, perIdentityBurst, perClientPerSecond, perClientBurst, nodePerSecond, nodeBurst } = this.#limits;
+    const byIdentity = bucketFor(this.#identities, identity, now, perIdentityPerSecond, perIdentityBurst);
+    const byClient = bucketFor(this.#clients, client, now, perClientPerSecond, perClientBurst);
+    refill(this.#node, now, nodePerSecond, nodeBurst);
+    if (byIdentity.tokens < 1) return limited('this identity', (1 - byIdentity.tokens) / perIdentityPerSecond);
+    if (byClient.tokens < 1) return limited('this pod', (1 - byClient.tokens) / perClientPerSecond);
+    if (this.#node.tokens < 1) return limited('this node', (1 - this.#node.tokens) / nodePerSecond);
+    byIdentity.tokens -= 1;
+    byClient.tokens -= 1;
     this.#node.tokens -= 1;
     return undefined;
   }
+}
 
-  #clientBucket(client: string, now: number): Bucket {
-    let bucket = this.#clients.get(client);
-    if (bucket === undefined) {
-      if (this.#clients.size >= MAX_CLIENTS) this.#prune(now);
-      bucket = { tokens: this.#limits.perClientBurst, at: now };
-      this.#clients.set(client, bucket);
+/** The key's bucket, refilled to now; a map at its bound first lets go of full buckets, else its oldest. */
+function bucketFor(buckets: Map<string, Bucket>, key: string, now: number, perSecond: number, burst: number): Bucket {
+  let bucket = buckets.get(key);
+  if (bucket === undefined) {
+    if (buckets.size >= MAX_TRACKED) {
+      for (const [other, candidate] of buckets) {
+        refill(candidate, now, perSecond, burst);
+        if (candidate.tokens >= burst) buckets.delete(other);
+      }
+      if (buckets.size >= MAX_TRACKED) buckets.delete(buckets.keys().next().value as string);
     }
-    return bucket;
+    bucket = { tokens: burst, at: now };
+    buckets.set(key, bucket);
   }
-
-  /** Full buckets carry no state worth keeping; if none is full, the oldest goes. */
-  #prune(now: number): void {
-    for (const [client, bucket] of this.#clients) {
-      refill(bucket, now, this.#limits.perClientPerSecond, this.#limits.perClientBurst);
-      if (bucket.tokens >= this.#limits.perClientBurst) this.#clients.delete(client);
-    }
-    if (this.#clients.size >= MAX_CLIENTS) this.#clients.delete(this.#clients.keys().next().value as string);
-  }
+  refill(bucket, now, perSecond, burst);
+  return bucket;
 }
 
 function refill(bucket: Bucket, now: number, perSecond: number, burst: number): void {
