@@ -57,6 +57,7 @@ export interface Agent {
 /** Wires the agent from its configuration without touching the network, so tests can build several. */
 export function buildAgent(config: Config, deps: AgentDeps): Agent {
   const { logger } = deps;
+  const now = deps.now ?? Date.now;
   const metrics = deps.metrics ?? createMetrics();
   const ownsDispatcher = deps.dispatcher === undefined;
   const dispatcher = deps.dispatcher ?? new EnvHttpProxyAgent({ keepAliveTimeout: 30_000, connections: 64, connect: { timeout: 500 } });
@@ -81,7 +82,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       logger.debug({ code: 'code' in error ? error.code : undefined, message: error.message }, 'retrying EKS Auth call');
     },
   });
-  const missLimiter = new MissLimiter(config.missLimits, deps.now ?? Date.now);
+  const missLimiter = new MissLimiter(config.missLimits, now);
   const cache = new CredentialCache({
     exchange,
     maxSize: config.maxCacheSize,
@@ -94,13 +95,13 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       renewal: (outcome) => metrics.cacheRenewals.inc({ outcome }),
       eviction: (reason) => metrics.cacheEvictions.inc({ reason }),
     },
-    ...(deps.now === undefined ? {} : { now: deps.now }),
+    now,
   });
   metrics.observe({
     cacheEntries: () => cache.size,
     oldestCredentialAgeSeconds: () => {
       const oldest = cache.oldestFetchedAt();
-      return oldest === undefined ? 0 : ((deps.now ?? Date.now)() - oldest) / 1000;
+      return oldest === undefined ? 0 : (now() - oldest) / 1000;
     },
   });
   const credentialServers: Server[] = [];
@@ -112,7 +113,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
   let closing: Promise<void> | undefined;
   let trust: Trust | undefined;
 
-  const makeCredentialsHandler = (trust: Trust) =>
+  const makeCredentialsHandler = ({ verifier, pods }: Trust) =>
     createCredentialsHandler({
       bindHosts: config.bindHosts,
       port: config.port,
@@ -120,8 +121,8 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       cache,
       logger,
       metrics,
-      resolveIdentity: createIdentityResolver({ clusterName: config.clusterName, verifier: trust.verifier, pods: trust.pods, now: deps.now ?? Date.now }),
-      ...(deps.now === undefined ? {} : { now: deps.now }),
+      resolveIdentity: createIdentityResolver({ clusterName: config.clusterName, verifier, pods, now }),
+      now,
     });
 
   async function bindCredentialServers(handler: RequestHandler): Promise<void> {
