@@ -309,3 +309,13 @@ t.test('a deleted pod\'s credentials are dropped and never renewed', async (t) =
   t.equal(cache.sweep(), 1, 'only the live pod is renewed');
   t.same(upstream.calls, ['raw-a', 'raw-b', 'raw-b']);
 });
+
+t.test('a fetch in flight when its pod is deleted answers but stores nothing', async (t) => {
+  const { upstream, cache } = newCache();
+  const lookup = cache.get(tokenFor('a', DAY, 'uid-a'));
+  await tick();
+  cache.forgetPod('uid-a');
+  upstream.succeed(HOUR);
+  t.equal((await lookup).outcome, 'miss');
+  t.equal(cache.size, 0, 'nothing left to renew for a deleted pod');
+});

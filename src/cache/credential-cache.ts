@@ -78,6 +78,8 @@ export class CredentialCache {
   readonly #admitMiss: (request: CacheRequest) => AgentError | undefined;
   readonly #entries = new Map<string, CredentialEntry>();
   readonly #inflight = new Map<string, Promise<CredentialEntry>>();
+  /** Pods deleted recently (uid -> when), so that a fetch still in flight for one is not stored. */
+  readonly #deletedPods = new Map<string, number>();
   readonly #negative: NegativeCache;
   readonly #budget: RenewalBudget;
   #renewing = 0;
@@ -147,12 +149,15 @@ export class CredentialCache {
   /** The pod is gone: its credentials are dropped and never renewed. */
   forgetPod(podUid: string): void {
     for (const [key, entry] of this.#entries) if (entry.podUid === podUid) this.#evict(key, 'pod_deleted');
+    this.#deletedPods.set(podUid, this.#now());
   }
 
   /** One pass: forget the dead, start due renewals within budget. Returns how many started. */
   sweep(): number {
     const now = this.#now();
     this.#negative.prune(now);
+    // A call outlives its pod by at most the retry budget; a minute is ample.
+    for (const [uid, at] of this.#deletedPods) if (now - at > 60_000) this.#deletedPods.delete(uid);
     const due: [string, CredentialEntry][] = [];
     for (const [key, entry] of this.#entries) {
       if (this.#inflight.has(key)) continue;
@@ -194,7 +199,8 @@ export class CredentialCache {
           }
           const entry = createEntry(request, result, now, this.#timing);
           entry.servedUntil = this.#entries.get(key)?.servedUntil ?? 0;
-          this.#store(key, entry);
+          // The pod was deleted while its call was in flight: answer, but keep nothing to renew.
+          if (request.podUid === undefined || !this.#deletedPods.has(request.podUid)) this.#store(key, entry);
           return entry;
         },
         (caught: unknown) => {
