@@ -1,3 +1,5 @@
+import { connect } from 'node:net';
+
 // Seeded generator of hostile requests for the credentials port: every one is malformed in at least
 // one way the agent must refuse locally, so a fuzz run must make no upstream call at all.
 
@@ -48,4 +50,29 @@ export function generateRequest(random: () => number, port: number): Buffer {
   if (random() > 0.9) headers.push('Transfer-Encoding: chunked', 'Content-Length: 5');
   const text = `${method} ${path} ${version}\r\n${headers.map((h) => `${h}\r\n`).join('')}\r\n`;
   return random() > 0.97 ? Buffer.from(junk(64), 'latin1') : Buffer.from(text, 'latin1');
+}
+
+/**
+ * Sends one generated request on its own connection and says what came back: the status code, or
+ * how the connection ended without one.
+ */
+export function sendRaw(port: number, bytes: Buffer, timeoutMs = 10_000): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    const done = (outcome: string) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(outcome);
+    };
+    const statusOf = () => {
+      const head = Buffer.concat(chunks).toString('latin1');
+      return /^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? (head === '' ? 'closed without answer' : 'unparsable answer');
+    };
+    const timer = setTimeout(() => done(`no answer in ${timeoutMs / 1000} s`), timeoutMs);
+    socket.on('connect', () => socket.end(bytes));
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', () => done(chunks.length > 0 ? statusOf() : 'connection error'));
+    socket.on('close', () => done(statusOf()));
+  });
 }

@@ -1,34 +1,11 @@
 // `npm run fuzz [-- COUNT [SEED]]`: seeded hostile requests (default 20,000) against the agent as
 // deployed (compiled CLI, own process); reports counts by status, upstream calls (must be 0) and the
 // agent's resident memory before and after.
-import { connect } from 'node:net';
-import { generateRequest, seededRandom } from './fuzz-requests.ts';
+import { generateRequest, seededRandom, sendRaw } from './fuzz-requests.ts';
 import { report, rssBytes, startAgent, startCluster } from './lib.ts';
 
 const [count = 20_000, seed = 1] = process.argv.slice(2).map(Number);
 const CONCURRENCY = 50;
-
-function send(port: number, bytes: Buffer): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    const chunks: Buffer[] = [];
-    const done = (outcome: string) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(outcome);
-    };
-    const timer = setTimeout(() => done('no answer in 10 s'), 10_000);
-    socket.on('connect', () => socket.end(bytes));
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-    socket.on('error', () => done(chunks.length > 0 ? statusOf(chunks) : 'connection error'));
-    socket.on('close', () => done(statusOf(chunks)));
-  });
-}
-
-function statusOf(chunks: Buffer[]): string {
-  const head = Buffer.concat(chunks).toString('latin1');
-  return /^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? (head === '' ? 'closed without answer' : 'unparsable answer');
-}
 
 const cluster = await startCluster();
 const agent = await startAgent(cluster);
@@ -43,7 +20,7 @@ await Promise.all(
   Array.from({ length: CONCURRENCY }, async () => {
     while (next < count) {
       next += 1;
-      const outcome = await send(port, generateRequest(random, port));
+      const outcome = await sendRaw(port, generateRequest(random, port));
       statuses[outcome] = (statuses[outcome] ?? 0) + 1;
     }
   }),

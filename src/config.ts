@@ -152,15 +152,7 @@ function parseFlags(argv: readonly string[]) {
 }
 
 function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessEnv): Config {
-  const problems: string[] = [];
-  const check = <T>(parse: () => T): T | undefined => {
-    try {
-      return parse();
-    } catch (error) {
-      problems.push((error as Error).message);
-      return undefined;
-    }
-  };
+  const { problems, check } = collectProblems();
 
   const clusterName = check(() => parseClusterName(values['cluster-name']));
   const region = check(() => parseRegion(values.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION));
@@ -211,6 +203,20 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
     stateDir: values['state-dir'] ?? DEFAULTS.stateDir,
     missLimits: Object.freeze({ ...DEFAULT_MISS_LIMITS, perClientPerSecond: perClientPerSecond!, perClientBurst: perClientBurst!, nodePerSecond: nodePerSecond!, nodeBurst: nodePerSecond! }),
   });
+}
+
+/** Runs each parse, recording its error instead of stopping at the first, so every bad flag is named at once. */
+function collectProblems(): { problems: string[]; check: <T>(parse: () => T) => T | undefined } {
+  const problems: string[] = [];
+  const check = <T>(parse: () => T): T | undefined => {
+    try {
+      return parse();
+    } catch (error) {
+      problems.push((error as Error).message);
+      return undefined;
+    }
+  };
+  return { problems, check };
 }
 
 const CLUSTER_NAME = /^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$/;
@@ -324,22 +330,15 @@ export function parseInitializeArgs(argv: readonly string[]): { help: boolean; c
     throw new ConfigError([(error as Error).message]);
   }
   if (values.help === true) return { help: true };
-  const problems: string[] = [];
-  const linkType = values['link-type'] ?? 'auto';
-  if (linkType !== 'auto' && linkType !== 'dummy' && linkType !== 'veth') problems.push(`--link-type: "${linkType}" is not auto, dummy or veth`);
-  let redirectPort: number | undefined;
-  try {
-    redirectPort = values['redirect-port'] === undefined ? undefined : parsePort('--redirect-port', values['redirect-port'], 0);
-    if (redirectPort === 0 || redirectPort === 80) problems.push('--redirect-port must be a port other than 0 and 80');
-  } catch (error) {
-    problems.push((error as Error).message);
-  }
-  let logLevel: LogLevel = 'info';
-  try {
-    logLevel = parseVerbosity(values.verbosity ?? DEFAULTS.verbosity);
-  } catch (error) {
-    problems.push((error as Error).message);
-  }
+  const { problems, check } = collectProblems();
+  const linkType = check(() => parseChoice('--link-type', values['link-type'] ?? 'auto', ['auto', 'dummy', 'veth'] as const));
+  const redirectPort = check(() => {
+    if (values['redirect-port'] === undefined) return undefined;
+    const port = parsePort('--redirect-port', values['redirect-port'], 0);
+    if (port === 0 || port === 80) throw new Error('--redirect-port must be a port other than 0 and 80');
+    return port;
+  });
+  const logLevel = check(() => parseVerbosity(values.verbosity ?? DEFAULTS.verbosity));
   if (problems.length > 0) throw new ConfigError(problems);
-  return { help: false, config: Object.freeze({ ipv6: values['no-ipv6'] !== true, linkType: linkType as InitializeConfig['linkType'], redirectPort, logLevel }) };
+  return { help: false, config: Object.freeze({ ipv6: values['no-ipv6'] !== true, linkType: linkType!, redirectPort, logLevel: logLevel! }) };
 }

@@ -103,3 +103,15 @@ t.test('Go-style durations', async (t) => {
   t.equal(formatDuration(1500), '1s500ms');
   t.equal(formatDuration(0), '0ms');
 });
+
+t.test('initialize flags: defaults, and every bad flag named at once', async (t) => {
+  const { parseInitializeArgs } = await import('../src/config.ts');
+  t.same(parseInitializeArgs([]).config, { ipv6: true, linkType: 'auto', redirectPort: undefined, logLevel: 'info' });
+  t.same(parseInitializeArgs(['--no-ipv6', '--link-type', 'veth', '--redirect-port', '2704']).config, { ipv6: false, linkType: 'veth', redirectPort: 2704, logLevel: 'info' });
+  try {
+    parseInitializeArgs(['--link-type', 'bridge', '--redirect-port', '80', '-v', 'loud']);
+    t.fail('expected a ConfigError');
+  } catch (error) {
+    t.match((error as ConfigError).problems, [/--link-type: "bridge"/, /other than 0 and 80/, /--verbosity: "loud"/]);
+  }
+});

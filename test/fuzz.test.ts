@@ -1,6 +1,5 @@
-import { connect } from 'node:net';
 import t from 'tap';
-import { generateRequest, seededRandom } from '../bench/fuzz-requests.ts';
+import { generateRequest, seededRandom, sendRaw } from '../bench/fuzz-requests.ts';
 import { startHarness } from './helpers/harness.ts';
 
 const KNOWN = new Set(['400', '403', '404', '405', '408', '431']);
@@ -10,21 +9,8 @@ t.test('a seeded fuzz run: every request refused locally with a known status, no
   const port = h.addresses.credentials[0]!.port;
   const random = seededRandom(42);
   const statuses: Record<string, number> = {};
-  const send = (bytes: Buffer) =>
-    new Promise<string>((resolve) => {
-      const socket = connect(port, '127.0.0.1');
-      const chunks: Buffer[] = [];
-      const finish = () => {
-        socket.destroy();
-        resolve(/^HTTP\/1\.1 (\d{3})/.exec(Buffer.concat(chunks).toString('latin1'))?.[1] ?? 'none');
-      };
-      socket.on('connect', () => socket.end(bytes));
-      socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-      socket.on('close', finish);
-      socket.on('error', finish);
-    });
   for (let batch = 0; batch < 40; batch += 1) {
-    const outcomes = await Promise.all(Array.from({ length: 50 }, () => send(generateRequest(random, port))));
+    const outcomes = await Promise.all(Array.from({ length: 50 }, () => sendRaw(port, generateRequest(random, port))));
     for (const outcome of outcomes) statuses[outcome] = (statuses[outcome] ?? 0) + 1;
   }
   t.same(Object.keys(statuses).filter((status) => !KNOWN.has(status)), [], `statuses: ${JSON.stringify(statuses)}`);

@@ -1,5 +1,4 @@
 import { request } from 'node:http';
-import { createServer } from 'node:net';
 import type { Test } from 'tap';
 import { type Agent, type AgentAddresses, buildAgent } from '../../src/agent.ts';
 import { parseServerArgs } from '../../src/config.ts';
@@ -137,13 +136,4 @@ function parseJson(text: string): Record<string, unknown> | undefined {
   }
 }
 
-
-/** A port nothing listens on right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../../bench/lib.ts';
