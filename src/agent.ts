@@ -15,9 +15,15 @@ import { closeServer, createHttpServer, listen } from './server/http-server.ts';
 import { createMetricsHandler } from './server/metrics-handler.ts';
 import { createProbeHandler } from './server/probe-handler.ts';
 import { monitorEventLoop } from './observability/event-loop.ts';
+import { type AssociationLookup, accountKey } from './associations/association-table.ts';
+import type { Association } from './associations/association.ts';
+import { type WatchedAssociations, watchAssociations } from './associations/watch.ts';
+import type { AttemptHooks } from './upstream/attempt-hooks.ts';
 import { createEksAuthClient } from './upstream/eks-auth-client.ts';
-import { nodeCredentials } from './upstream/node-credentials.ts';
+import { type NodeCredentials, nodeCredentials } from './upstream/node-credentials.ts';
 import type { RetryPolicy } from './upstream/retry.ts';
+import { createStsClient } from './upstream/sts-client.ts';
+import type { CredentialExchange } from './upstream/types.ts';
 import { VERSION } from './version.ts';
 
 const DEFAULT_DRAIN_MS = 5_000;
@@ -64,13 +70,11 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
   const credentials = nodeCredentials(deps.credentialProvider, (identity) =>
     metrics.nodeCredentialsExpiry.set(identity.expiration === undefined ? 0 : identity.expiration.getTime() / 1000),
   );
-  const exchange = createEksAuthClient({
-    endpoint: config.endpoint.url,
-    region: config.region,
-    clusterName: config.clusterName,
+  const associations = new PendingAssociations();
+  const exchange = createUpstream(config, {
     credentials,
     dispatcher,
-    userAgent: `pod-identity-agent/${VERSION}`,
+    associations,
     ...(deps.retry === undefined ? {} : { retry: deps.retry }),
     onAttemptStart: () => metrics.upstreamInflight.inc(),
     onAttempt: ({ status, durationMs }) => {
@@ -79,7 +83,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     },
     onRetry: (error) => {
       metrics.upstreamRetries.inc({ code: 'code' in error ? String(error.code) : 'Error' });
-      logger.debug({ code: 'code' in error ? error.code : undefined, message: error.message }, 'retrying EKS Auth call');
+      logger.debug({ code: 'code' in error ? error.code : undefined, message: error.message }, `retrying ${config.upstream === 'sts' ? 'STS' : 'EKS Auth'} call`);
     },
   });
   const missLimiter = new MissLimiter(config.missLimits, now);
@@ -144,12 +148,20 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     metrics,
     async listen() {
       try {
-        trust = await setUpTrust({
-          config,
-          kube: deps.kubernetes === undefined ? loadKubeConfig() : (deps.kubernetes ?? undefined),
-          logger,
-          onPodDeleted: (uid) => cache.forgetPod(uid),
-        });
+        const kube = deps.kubernetes === undefined ? loadKubeConfig() : (deps.kubernetes ?? undefined);
+        trust = await setUpTrust({ config, kube, logger, onPodDeleted: (uid) => cache.forgetPod(uid) });
+        if (config.sts !== undefined) {
+          if (trust.verifier === undefined) throw new Error('--upstream sts needs tokens verified locally, and they cannot be here (see the warning above): refusing to hand out roles to unverified callers');
+          associations.use(
+            await watchAssociations({
+              sources: config.sts.associations,
+              kubeConfig: kube?.kubeConfig,
+              logger,
+              metrics,
+              onChange: (changed) => cache.invalidate((identity) => changed.has(accountKey(identity.namespace, identity.serviceAccount))),
+            }),
+          );
+        }
         await bindCredentialServers(makeCredentialsHandler(trust));
         if (bound.length === 0) throw new Error(`no bind host could be bound (${config.bindHosts.join(', ')})`);
         const probe = await listen(probeServer, '127.0.0.1', config.probePort);
@@ -166,7 +178,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       closing ??= (async () => {
         draining = true;
         cache.close();
-        await trust?.close();
+        await Promise.all([trust?.close(), associations.close()]);
         // Probes stay up while credentials drain, so that /readyz can say so.
         await Promise.all(credentialServers.map((server) => closeServer(server, deadlineMs)));
         await Promise.all([probeServer, metricsServer].map((server) => closeServer(server, 0)));
@@ -176,6 +188,44 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       return closing;
     },
   };
+}
+
+interface UpstreamParts extends AttemptHooks {
+  readonly credentials: NodeCredentials;
+  readonly dispatcher: Dispatcher;
+  readonly associations: AssociationLookup;
+  readonly retry?: RetryPolicy;
+  readonly onRetry: (error: Error) => void;
+}
+
+/** EKS Auth, or STS with the agent's own associations: the cache and everything else sees only the exchange. */
+function createUpstream(config: Config, parts: UpstreamParts): CredentialExchange {
+  const userAgent = `pod-identity-agent/${VERSION}`;
+  if (config.sts !== undefined) {
+    return createStsClient({ ...parts, region: config.region, endpoint: config.sts.endpoint, clusterName: config.clusterName, clusterArn: config.sts.clusterArn, userAgent });
+  }
+  return createEksAuthClient({ ...parts, endpoint: config.endpoint.url, region: config.region, clusterName: config.clusterName, userAgent });
+}
+
+/** The associations, known only once listen() has read them; until then nothing is found and nothing is complete. */
+class PendingAssociations implements AssociationLookup {
+  #watched: WatchedAssociations | undefined;
+
+  use(watched: WatchedAssociations): void {
+    this.#watched = watched;
+  }
+
+  get complete(): boolean {
+    return this.#watched?.complete ?? false;
+  }
+
+  find(namespace: string, serviceAccount: string): Association | undefined {
+    return this.#watched?.find(namespace, serviceAccount);
+  }
+
+  async close(): Promise<void> {
+    await this.#watched?.close();
+  }
 }
 
 /** A node without IPv6 (disabled, or the address never assigned) must not crash the agent. */

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { buildAgent } from './agent.ts';
 import { pino } from 'pino';
-import { ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } from './config.ts';
+import { type Config, ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } from './config.ts';
 import { initialize } from './netsetup/initialize.ts';
 import { formatDuration } from './duration.ts';
 import { type Logger, createLogger } from './observability/logger.ts';
@@ -43,6 +43,12 @@ async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+/** The endpoint actually called, and where it came from. */
+function describeEndpoint(config: Config): { endpoint: string; endpointSource: string } {
+  if (config.sts !== undefined) return { endpoint: config.sts.endpoint?.href ?? 'the SDK\'s STS endpoint', endpointSource: config.sts.endpoint === undefined ? 'sdk' : '--endpoint' };
+  return { endpoint: config.endpoint.url.href, endpointSource: config.endpoint.source };
+}
+
 async function server(argv: readonly string[]): Promise<number> {
   const parsed = parseServerArgs(argv, process.env);
   if (parsed.config === undefined) {
@@ -55,7 +61,7 @@ async function server(argv: readonly string[]): Promise<number> {
   logger.info(
     {
       version: VERSION,
-      config: { ...config, endpoint: config.endpoint.url.href, endpointSource: config.endpoint.source, maxCredentialRetention: formatDuration(config.maxCredentialRetentionMs) },
+      config: { ...config, ...describeEndpoint(config), maxCredentialRetention: formatDuration(config.maxCredentialRetentionMs) },
     },
     'starting pod-identity-agent',
   );

@@ -2,13 +2,19 @@ import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { parseDuration } from './duration.ts';
 import { DEFAULT_MISS_LIMITS, type MissLimits } from './server/miss-limiter.ts';
-import { type ResolvedEndpoint, resolveEndpoint } from './upstream/endpoint.ts';
+import type { AssociationSources } from './associations/watch.ts';
+import { type ResolvedEndpoint, parseEndpointUrl, resolveEndpoint } from './upstream/endpoint.ts';
 
 /** The server's settings, validated once at start-up. */
 export interface Config {
   readonly clusterName: string;
   readonly region: string;
+  /** Who exchanges tokens for credentials: EKS Auth, or STS AssumeRole with local associations. */
+  readonly upstream: 'eks-auth' | 'sts';
+  /** EKS Auth's endpoint (unused with --upstream sts). */
   readonly endpoint: ResolvedEndpoint;
+  /** Present with --upstream sts only. */
+  readonly sts: StsConfig | undefined;
   /** IP literals without brackets, in the order given. */
   readonly bindHosts: readonly string[];
   readonly port: number;
@@ -31,6 +37,14 @@ export interface Config {
   readonly nodeName: string | undefined;
   readonly stateDir: string;
   readonly missLimits: MissLimits;
+}
+
+export interface StsConfig {
+  /** --endpoint; undefined: the SDK's resolution (regional endpoint, AWS_ENDPOINT_URL_STS). */
+  readonly endpoint: URL | undefined;
+  readonly associations: AssociationSources;
+  /** Sent as the eks-cluster-arn session tag when given. */
+  readonly clusterArn: string | undefined;
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
@@ -64,7 +78,11 @@ export class ConfigError extends Error {
 const OPTIONS = {
   'cluster-name': { type: 'string' },
   region: { type: 'string' },
+  upstream: { type: 'string' },
   endpoint: { type: 'string' },
+  associations: { type: 'string' },
+  'associations-configmap': { type: 'string' },
+  'cluster-arn': { type: 'string' },
   port: { type: 'string' },
   'bind-hosts': { type: 'string', multiple: true },
   'probe-port': { type: 'string' },
@@ -92,10 +110,20 @@ const OPTIONS = {
 
 export const SERVER_USAGE = `Usage: pod-identity-agent server --cluster-name NAME [flags]
 
-  --cluster-name NAME                        EKS cluster name (required)
+  --cluster-name NAME                        EKS cluster name (required; with --upstream sts, any
+                                             name in the same form, sent as the eks-cluster-name tag)
   --region REGION                            AWS region (default: AWS_REGION, then AWS_DEFAULT_REGION)
+  --upstream eks-auth|sts                    who grants credentials: EKS Auth (default), or STS
+                                             AssumeRole by the agent itself, for clusters outside EKS
   --endpoint URL                             EKS Auth endpoint (default: AWS_ENDPOINT_URL_EKS_AUTH,
-                                             AWS_ENDPOINT_URL, then https://eks-auth.REGION.api.aws)
+                                             AWS_ENDPOINT_URL, then https://eks-auth.REGION.api.aws);
+                                             with --upstream sts, the STS endpoint (default: the SDK's,
+                                             https://sts.REGION.amazonaws.com or AWS_ENDPOINT_URL_STS)
+  --associations FILE                        --upstream sts: associations file (YAML or JSON), re-read
+                                             within seconds of a change
+  --associations-configmap NAMESPACE/NAME    --upstream sts: associations ConfigMap, watched through
+                                             the API server (each data key holds a document)
+  --cluster-arn ARN                          --upstream sts: also send the eks-cluster-arn tag
   --port N                                   credentials port (default 80)
   --bind-hosts LIST                          addresses to serve on, repeatable or comma separated
                                              (default 169.254.170.23,[fd00:ec2::23])
@@ -156,7 +184,8 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
 
   const clusterName = check(() => parseClusterName(values['cluster-name']));
   const region = check(() => parseRegion(values.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION));
-  const endpoint = region === undefined ? undefined : check(() => resolveEndpoint({ flag: values.endpoint, env, region }));
+  const upstream = check(() => parseChoice('--upstream', values.upstream ?? 'eks-auth', ['eks-auth', 'sts'] as const));
+  const endpoint = region === undefined ? undefined : check(() => resolveEndpoint({ flag: upstream === 'sts' ? undefined : values.endpoint, env, region }));
   const bindHosts = check(() => parseBindHosts(values['bind-hosts'] ?? DEFAULTS.bindHosts));
   const port = check(() => parsePort('--port', values.port, DEFAULTS.port));
   const probePort = check(() => parsePort('--probe-port', values['probe-port'], DEFAULTS.probePort));
@@ -177,13 +206,19 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
   const nodeName = values['node-name'] ?? (env.NODE_NAME === '' ? undefined : env.NODE_NAME);
   if (podBinding === 'on' && tokenVerification === 'none') problems.push('--pod-binding on needs verified tokens: not with --token-verification none');
   if (podBinding === 'on' && nodeName === undefined) problems.push('--pod-binding on needs the node name: --node-name or NODE_NAME');
+  const sts = upstream === 'sts' ? check(() => parseStsConfig(values, tokenVerification)) : undefined;
+  if (upstream !== 'sts') {
+    for (const flag of ['associations', 'associations-configmap', 'cluster-arn'] as const) if (values[flag] !== undefined) problems.push(`--${flag} applies only with --upstream sts`);
+  }
 
   if (problems.length > 0) throw new ConfigError(problems);
   // Every value is defined once no problem was recorded.
   return Object.freeze({
     clusterName: clusterName!,
     region: region!,
+    upstream: upstream!,
     endpoint: endpoint!,
+    sts,
     bindHosts: Object.freeze(bindHosts!),
     port: port!,
     probePort: probePort!,
@@ -203,6 +238,38 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
     stateDir: values['state-dir'] ?? DEFAULTS.stateDir,
     missLimits: Object.freeze({ ...DEFAULT_MISS_LIMITS, perClientPerSecond: perClientPerSecond!, perClientBurst: perClientBurst!, nodePerSecond: nodePerSecond!, nodeBurst: nodePerSecond! }),
   });
+}
+
+function parseStsConfig(values: ReturnType<typeof parseFlags>, tokenVerification: Config['tokenVerification'] | undefined): StsConfig {
+  const { problems, check } = collectProblems();
+  // Without verification the agent would assume any role for anyone able to write a JWT.
+  if (tokenVerification === 'none') problems.push('--upstream sts needs tokens verified locally (--token-verification jwks, tokenreview or auto): with none, anyone could claim any service account\'s role');
+  const file = values.associations;
+  if (file === '') problems.push('--associations is empty');
+  const configMap = values['associations-configmap'] === undefined ? undefined : check(() => parseConfigMapRef(values['associations-configmap']!));
+  if (file === undefined && values['associations-configmap'] === undefined) problems.push('--upstream sts needs associations: --associations FILE and/or --associations-configmap NAMESPACE/NAME');
+  const endpoint = values.endpoint === undefined ? undefined : check(() => parseEndpointUrl(values.endpoint!, '--endpoint'));
+  const clusterArn = values['cluster-arn'] === undefined ? undefined : check(() => parseClusterArn(values['cluster-arn']!));
+  if (problems.length > 0) throw new Error(problems.join('; '));
+  return Object.freeze({ endpoint, associations: Object.freeze({ file, configMap }), clusterArn });
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+function parseConfigMapRef(value: string): { namespace: string; name: string } {
+  const [namespace, name, extra] = value.split('/');
+  if (namespace === undefined || name === undefined || extra !== undefined || !DNS_LABEL.test(namespace) || !DNS_SUBDOMAIN.test(name)) {
+    throw new Error(`--associations-configmap: "${value}" is not NAMESPACE/NAME`);
+  }
+  return Object.freeze({ namespace, name });
+}
+
+const CLUSTER_ARN = /^arn:aws[a-z-]*:eks:[a-z0-9-]+:\d{12}:cluster\/[0-9A-Za-z][A-Za-z0-9_-]{0,99}$/;
+
+function parseClusterArn(value: string): string {
+  if (!CLUSTER_ARN.test(value)) throw new Error(`--cluster-arn: "${value}" is not an EKS cluster ARN (arn:aws:eks:REGION:ACCOUNT:cluster/NAME)`);
+  return value;
 }
 
 /** Runs each parse, recording its error instead of stopping at the first, so every bad flag is named at once. */

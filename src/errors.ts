@@ -29,11 +29,12 @@ export const ERROR_CATALOG = {
   BadRequest: { status: 400, retryable: false, description: 'the request could not be parsed as HTTP' },
   HeadersTooLarge: { status: 431, retryable: false, description: 'the request headers exceed 32 KiB' },
   RequestTimeout: { status: 408, retryable: true, description: 'the request headers or body did not arrive in time' },
-  // The upstream call
-  UpstreamUnavailable: { status: 503, retryable: true, description: 'EKS Auth unreachable or timed out within the retry budget' },
-  UpstreamInvalidResponse: { status: 502, retryable: true, description: 'EKS Auth answered something that is not a valid response' },
-  UpstreamCredentialsExpired: { status: 502, retryable: true, description: 'EKS Auth answered credentials with less than the minimum lifetime left' },
-  NodeCredentialsUnavailable: { status: 503, retryable: true, description: 'the node\'s own AWS credentials could not be resolved' },
+  // The upstream call (EKS Auth, or STS with --upstream sts)
+  UpstreamUnavailable: { status: 503, retryable: true, description: 'the upstream (EKS Auth or STS) unreachable or timed out within the retry budget' },
+  UpstreamInvalidResponse: { status: 502, retryable: true, description: 'the upstream answered something that is not a valid response' },
+  UpstreamCredentialsExpired: { status: 502, retryable: true, description: 'the upstream answered credentials with less than the minimum lifetime left' },
+  NodeCredentialsUnavailable: { status: 503, retryable: true, description: 'the node\'s own AWS credentials could not be resolved (or STS refused them as expired)' },
+  AssociationsUnavailable: { status: 503, retryable: true, description: '--upstream sts: the associations ConfigMap has not been read yet, and no association found so far matches' },
   InternalError: { status: 500, retryable: true, description: 'unexpected failure inside the agent' },
 } as const satisfies Record<string, { status: number; retryable: boolean; description: string }>;
 

@@ -2,13 +2,14 @@ import t from 'tap';
 import { type CacheResult, CredentialCache, type CredentialCacheOptions } from '../src/cache/credential-cache.ts';
 import { AgentError, agentError } from '../src/errors.ts';
 import type { CacheRequest } from '../src/cache/credential-cache.ts';
-import type { ExchangeResult } from '../src/upstream/types.ts';
+import type { ExchangeRequest, ExchangeResult } from '../src/upstream/types.ts';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 
-function tokenFor(name: string, expiresAtMs = 10 * DAY, podUid?: string): CacheRequest {
-  return { key: `key-${name}`, token: `raw-${name}`, tokenExpiresAt: expiresAtMs, podUid };
+function tokenFor(name: string, expiresAtMs = 10 * DAY, podUid?: string, serviceAccount = 'app'): CacheRequest {
+  const identity = podUid === undefined ? undefined : { namespace: 'default', serviceAccount, podName: `pod-${name}`, podUid };
+  return { key: `key-${name}`, token: `raw-${name}`, tokenExpiresAt: expiresAtMs, identity };
 }
 
 /** An upstream whose answers the test gives, one call at a time, in order. */
@@ -23,7 +24,8 @@ function scriptedUpstream(clock: { now: number }) {
     get waiting() {
       return pending.length;
     },
-    exchange: (token: string, options?: { singleAttempt?: boolean }) => {
+    name: 'scripted',
+    exchange: ({ token }: ExchangeRequest, options?: { singleAttempt?: boolean }) => {
       calls.push(token);
       singleAttempt.push(options?.singleAttempt === true);
       return new Promise<ExchangeResult>((resolve, reject) => pending.push({ resolve, reject }));
@@ -96,7 +98,8 @@ t.test('1,000 concurrent requests over N distinct tokens make exactly N calls', 
     maxSize: 2000,
     retentionMs: 3 * HOUR,
     exchange: {
-      async exchange(token) {
+      name: 'test',
+      async exchange({ token }) {
         calls.set(token, (calls.get(token) ?? 0) + 1);
         await new Promise((resolve) => setTimeout(resolve, 5));
         return { credentials: { accessKeyId: 'ASIA', secretAccessKey: 's', sessionToken: 't', accountId: undefined, expiresAt: Date.now() + HOUR }, requestId: undefined };
@@ -290,7 +293,7 @@ t.test('size 0 or retention 0 disables caching but keeps single flight', async (
 
 t.test('an identity key: a rotated token is a hit, and renewals use the newest token', async (t) => {
   const { clock, upstream, cache } = newCache();
-  const identity = (token: string, expiresAtMs: number): CacheRequest => ({ key: 'pod-identity-key', token, tokenExpiresAt: expiresAtMs, podUid: 'uid-1' });
+  const identity = (token: string, expiresAtMs: number): CacheRequest => ({ key: 'pod-identity-key', token, tokenExpiresAt: expiresAtMs, identity: { namespace: 'default', serviceAccount: 'app', podName: 'web', podUid: 'uid-1' } });
   await settle(cache.get(identity('token-1', DAY)), () => upstream.succeed(HOUR));
   t.equal((await cache.get(identity('token-2', 2 * DAY))).outcome, 'hit', 'the kubelet rotated the token: still a hit');
   clock.now = 0.7 * HOUR;
@@ -318,4 +321,17 @@ t.test('a fetch in flight when its pod is deleted answers but stores nothing', a
   upstream.succeed(HOUR);
   t.equal((await lookup).outcome, 'miss');
   t.equal(cache.size, 0, 'nothing left to renew for a deleted pod');
+});
+
+t.test('an association change drops the affected identities\' credentials and every remembered refusal', async (t) => {
+  const { upstream, cache, events } = newCache();
+  await settle(cache.get(tokenFor('a', DAY, 'uid-a', 'app')), () => upstream.succeed(HOUR));
+  await settle(cache.get(tokenFor('b', DAY, 'uid-b', 'other')), () => upstream.succeed(HOUR));
+  t.equal((await settle(cache.get(tokenFor('c', DAY, 'uid-c', 'unassociated')), () => upstream.fail(notFound()))).outcome, 'miss');
+  t.equal((await cache.get(tokenFor('c', DAY, 'uid-c', 'unassociated'))).outcome, 'negative', 'the refusal is remembered');
+  cache.invalidate((identity) => identity.serviceAccount === 'app');
+  t.same(events, ['eviction:association_changed'], 'only the changed service account\'s entry goes');
+  t.equal((await cache.get(tokenFor('b', DAY, 'uid-b', 'other'))).outcome, 'hit');
+  t.equal((await settle(cache.get(tokenFor('a', DAY, 'uid-a', 'app')), () => upstream.succeed(HOUR))).outcome, 'miss', 'asked anew');
+  t.equal((await settle(cache.get(tokenFor('c', DAY, 'uid-c', 'unassociated')), () => upstream.succeed(HOUR))).outcome, 'miss', 'the refusal was forgotten: the new association may cover it');
 });

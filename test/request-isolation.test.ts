@@ -21,7 +21,7 @@ t.test('a bug inside one request is that request\'s 500, and the next is served'
     get: async () => {
       if (calls === 2) throw new RangeError('boom in get');
       const checked = (await import('../src/token/token-checker.ts')).createTokenChecker({ audience: 'pods.eks.amazonaws.com' }).check(token, Date.now());
-      return h.agent.cache.get({ key: checked.key, token: checked.raw, tokenExpiresAt: checked.expiresAt * 1000, podUid: undefined });
+      return h.agent.cache.get({ key: checked.key, token: checked.raw, tokenExpiresAt: checked.expiresAt * 1000, identity: undefined });
     },
   } as unknown as CredentialCache;
   const audit = createLogAudit();

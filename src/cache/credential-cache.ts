@@ -1,4 +1,5 @@
 import { type AgentError, agentError, isAgentError } from '../errors.ts';
+import type { VerifiedIdentity } from '../token/verifier.ts';
 import type { CredentialExchange } from '../upstream/types.ts';
 import { type CredentialEntry, type EntryRequest, type EntryTiming, createEntry } from './credential-entry.ts';
 import { NegativeCache } from './negative-cache.ts';
@@ -11,7 +12,7 @@ import { RenewalBudget } from './renewal-budget.ts';
 export type LookupOutcome = 'hit' | 'miss' | 'coalesced' | 'stale' | 'negative' | 'limited';
 /** renewed; failed for a temporary reason (kept, retried later); dropped on a verdict about the token. */
 export type RenewalOutcome = 'renewed' | 'failed' | 'dropped';
-export type EvictionReason = 'capacity' | 'token_expired' | 'idle' | 'expired' | 'rejected' | 'pod_deleted';
+export type EvictionReason = 'capacity' | 'token_expired' | 'idle' | 'expired' | 'rejected' | 'pod_deleted' | 'association_changed';
 
 /** What the cache is asked for: a key, and the token to exchange (and renew with) under it. */
 export interface CacheRequest extends EntryRequest {
@@ -148,8 +149,17 @@ export class CredentialCache {
 
   /** The pod is gone: its credentials are dropped and never renewed. */
   forgetPod(podUid: string): void {
-    for (const [key, entry] of this.#entries) if (entry.podUid === podUid) this.#evict(key, 'pod_deleted');
+    for (const [key, entry] of this.#entries) if (entry.identity?.podUid === podUid) this.#evict(key, 'pod_deleted');
     this.#deletedPods.set(podUid, this.#now());
+  }
+
+  /**
+   * The role behind some identities changed (an STS association edited, added or removed): their
+   * credentials go, and every remembered refusal with them, so the next request asks anew.
+   */
+  invalidate(affected: (identity: VerifiedIdentity) => boolean): void {
+    for (const [key, entry] of this.#entries) if (entry.identity !== undefined && affected(entry.identity)) this.#evict(key, 'association_changed');
+    this.#negative.clear();
   }
 
   /** One pass: forget the dead, start due renewals within budget. Returns how many started. */
@@ -190,17 +200,18 @@ export class CredentialCache {
 
   #fetch(key: string, request: EntryRequest, background: boolean): Promise<CredentialEntry> {
     const call = this.#exchange
-      .exchange(request.token, { singleAttempt: background })
+      .exchange({ token: request.token, identity: request.identity }, { singleAttempt: background })
       .then(
         (result) => {
           const now = this.#now();
           if (result.credentials.expiresAt - now < this.#minLifetimeMs) {
-            throw agentError('UpstreamCredentialsExpired', 'EKS Auth answered credentials that expire too soon to hand out', { upstreamRequestId: result.requestId });
+            throw agentError('UpstreamCredentialsExpired', `${this.#exchange.name} answered credentials that expire too soon to hand out`, { upstreamRequestId: result.requestId });
           }
           const entry = createEntry(request, result, now, this.#timing);
           entry.servedUntil = this.#entries.get(key)?.servedUntil ?? 0;
           // The pod was deleted while its call was in flight: answer, but keep nothing to renew.
-          if (request.podUid === undefined || !this.#deletedPods.has(request.podUid)) this.#store(key, entry);
+          const podUid = request.identity?.podUid;
+          if (podUid === undefined || !this.#deletedPods.has(podUid)) this.#store(key, entry);
           return entry;
         },
         (caught: unknown) => {

@@ -1,3 +1,4 @@
+import type { VerifiedIdentity } from '../token/verifier.ts';
 import type { ExchangeResult } from '../upstream/types.ts';
 
 /** Credentials ready to answer: the response body is serialised once and reused for every hit. */
@@ -10,7 +11,7 @@ export interface CredentialEntry {
   /** Epoch ms after which the pod can no longer send this token: nothing left to renew for. */
   tokenExpiresAt: number;
   /** The pod the credentials are for, when the token was verified: its deletion drops them. */
-  readonly podUid: string | undefined;
+  readonly identity: VerifiedIdentity | undefined;
   readonly body: Buffer;
   /** The response headers for `body`, flat as `writeHead` takes them, built once with it. */
   readonly headers: readonly string[];
@@ -46,7 +47,8 @@ const MUST_REFRESH_BEFORE_EXPIRY_MS = 5 * 60_000;
 export interface EntryRequest {
   readonly token: string;
   readonly tokenExpiresAt: number;
-  readonly podUid: string | undefined;
+  /** Who the token proved to be, when verified locally; undefined with --token-verification none. */
+  readonly identity: VerifiedIdentity | undefined;
 }
 
 export function createEntry(request: EntryRequest, result: ExchangeResult, fetchedAt: number, timing: EntryTiming): CredentialEntry {
@@ -67,7 +69,7 @@ export function createEntry(request: EntryRequest, result: ExchangeResult, fetch
   return {
     token: request.token,
     tokenExpiresAt: request.tokenExpiresAt,
-    podUid: request.podUid,
+    identity: request.identity,
     body,
     headers: ['content-type', 'application/json', 'cache-control', 'no-store', 'content-length', String(body.length)],
     expiresAt: credentials.expiresAt,

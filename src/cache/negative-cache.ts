@@ -1,7 +1,7 @@
 import type { AgentError } from '../errors.ts';
 
 /**
- * Verdicts EKS Auth gave on a token (no association, access denied...), remembered for a few
+ * Verdicts the upstream gave on a token (no association, access denied...), remembered for a few
  * seconds: SDKs retry a 4xx three or four times, and each retry would cost the account's quota.
  */
 export class NegativeCache {
@@ -35,6 +35,11 @@ export class NegativeCache {
 
   forget(key: string): void {
     this.#verdicts.delete(key);
+  }
+
+  /** Forgets every verdict: what they were given on (the associations) has changed. */
+  clear(): void {
+    this.#verdicts.clear();
   }
 
   /** Drops verdicts past their time, so the map does not hold the keys of tokens never seen again. */

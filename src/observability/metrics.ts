@@ -20,6 +20,9 @@ export interface AgentMetrics {
   readonly upstreamRetries: Counter<'code'>;
   readonly upstreamInflight: Gauge;
   readonly nodeCredentialsExpiry: Gauge;
+  /** STS upstream: associations in force, and refused, by source (file or configmap). */
+  readonly associations: Gauge<'source' | 'state'>;
+  readonly associationReloads: Counter<'source' | 'result'>;
   /** Where the gauges computed at scrape time read their values. */
   observe(sources: ScrapeSources): void;
 }
@@ -93,22 +96,34 @@ export function createMetrics(options: { readonly defaultMetrics?: boolean } = {
     }),
     cacheEvictions: new Counter({
       name: 'pod_identity_cache_evictions_total',
-      help: 'Identities removed from the cache by reason: capacity, token_expired, idle, expired, rejected',
+      help: 'Identities removed from the cache by reason: capacity, token_expired, idle, expired, rejected, pod_deleted, association_changed',
       labelNames: ['reason'],
       registers,
     }),
     upstreamDuration: new Histogram({
       name: 'pod_identity_upstream_request_duration_seconds',
-      help: 'EKS Auth call attempts by HTTP status (0: no answer)',
+      help: 'Upstream (EKS Auth or STS) call attempts by HTTP status (0: no answer)',
       labelNames: ['code'],
       buckets: UPSTREAM_BUCKETS,
       registers,
     }),
-    upstreamRetries: new Counter({ name: 'pod_identity_upstream_retries_total', help: 'EKS Auth call attempts retried, by the error code that caused the retry', labelNames: ['code'], registers }),
-    upstreamInflight: new Gauge({ name: 'pod_identity_upstream_inflight_requests', help: 'EKS Auth call attempts under way', registers }),
+    upstreamRetries: new Counter({ name: 'pod_identity_upstream_retries_total', help: 'Upstream (EKS Auth or STS) call attempts retried, by the error code that caused the retry', labelNames: ['code'], registers }),
+    upstreamInflight: new Gauge({ name: 'pod_identity_upstream_inflight_requests', help: 'Upstream (EKS Auth or STS) call attempts under way', registers }),
     nodeCredentialsExpiry: new Gauge({
       name: 'pod_identity_node_credentials_expiry_timestamp_seconds',
       help: 'When the node\'s own AWS credentials last resolved expire (Unix time); 0 for credentials without expiry or none resolved yet',
+      registers,
+    }),
+    associations: new Gauge({
+      name: 'pod_identity_associations',
+      help: 'STS upstream: associations by source (file, configmap) and state (valid: in force; refused: invalid or duplicate entries)',
+      labelNames: ['source', 'state'],
+      registers,
+    }),
+    associationReloads: new Counter({
+      name: 'pod_identity_association_reloads_total',
+      help: 'STS upstream: association sources read after a change, by source and result (applied, failed: the last good associations stay)',
+      labelNames: ['source', 'result'],
       registers,
     }),
     observe(next) {

@@ -24,12 +24,12 @@ export type ResolveIdentity = (token: ProjectedToken, remoteAddress: string | un
  */
 export function createIdentityResolver(options: RequestIdentityOptions): ResolveIdentity {
   const { verifier } = options;
-  if (verifier === undefined) return (token, remoteAddress) => ({ key: token.key, token: token.raw, tokenExpiresAt: token.expiresAt * 1000, podUid: undefined, client: unmapped(remoteAddress) ?? 'unknown' });
+  if (verifier === undefined) return (token, remoteAddress) => ({ key: token.key, token: token.raw, tokenExpiresAt: token.expiresAt * 1000, identity: undefined, client: unmapped(remoteAddress) ?? 'unknown' });
 
   const bound = (token: ProjectedToken, identity: VerifiedIdentity, remoteAddress: string | undefined): CacheRequest => {
     if (options.pods !== undefined) bindToPod(options.pods, identity, remoteAddress);
     const key = tokenKey(['pod', options.clusterName, identity.namespace, identity.serviceAccount, identity.podUid].join('\0'));
-    return { key, token: token.raw, tokenExpiresAt: token.expiresAt * 1000, podUid: identity.podUid, client: unmapped(remoteAddress) ?? 'unknown' };
+    return { key, token: token.raw, tokenExpiresAt: token.expiresAt * 1000, identity, client: unmapped(remoteAddress) ?? 'unknown' };
   };
   return (token, remoteAddress) => {
     const now = options.now();

@@ -32,7 +32,8 @@ function defaultHost(region: string, fips: boolean): string {
   return fips ? `eks-auth-fips.${region}.api.aws` : `eks-auth.${region}.api.aws`;
 }
 
-function parseEndpointUrl(value: string, source: EndpointSource): URL {
+/** An endpoint override: http(s), nothing but scheme, host, port and path. */
+export function parseEndpointUrl(value: string, source: string): URL {
   let url: URL;
   try {
     url = new URL(value);

@@ -22,6 +22,8 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = Object.freeze({
 });
 
 export interface RetryHooks {
+  /** The service, for messages: "EKS Auth" by default. */
+  readonly upstream?: string;
   readonly random?: () => number;
   readonly now?: () => number;
   /** Called before each retry with the error that caused it. */
@@ -46,7 +48,7 @@ export async function withRetry<T>(policy: RetryPolicy, attempt: (signal: AbortS
     try {
       return await attempt(signal);
     } catch (caught) {
-      error = asAgentError(caught, signal);
+      error = asAgentError(caught, signal, hooks.upstream ?? 'EKS Auth');
     }
     if (!error.retryable || n >= policy.maxAttempts) throw error;
     const delay = random() * Math.min(policy.backoffCapMs, policy.backoffBaseMs * 2 ** n);
@@ -57,10 +59,10 @@ export async function withRetry<T>(policy: RetryPolicy, attempt: (signal: AbortS
 }
 
 /** Timeouts and network failures become UpstreamUnavailable; AgentErrors pass through. */
-function asAgentError(caught: unknown, signal: AbortSignal): AgentError {
+function asAgentError(caught: unknown, signal: AbortSignal, upstream: string): AgentError {
   if (isAgentError(caught)) return caught;
-  if (signal.aborted) return agentError('UpstreamUnavailable', 'EKS Auth did not answer in time', { cause: caught });
+  if (signal.aborted) return agentError('UpstreamUnavailable', `${upstream} did not answer in time`, { cause: caught });
   const code = (caught as { code?: unknown }).code;
   const detail = typeof code === 'string' ? code : (caught as Error).message;
-  return agentError('UpstreamUnavailable', `EKS Auth could not be reached (${detail})`, { cause: caught });
+  return agentError('UpstreamUnavailable', `${upstream} could not be reached (${detail})`, { cause: caught });
 }

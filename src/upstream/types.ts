@@ -1,3 +1,5 @@
+import type { VerifiedIdentity } from '../token/verifier.ts';
+
 /** Temporary credentials for a pod, as the upstream granted them. */
 export interface PodCredentials {
   readonly accessKeyId: string;
@@ -14,12 +16,21 @@ export interface ExchangeResult {
   readonly requestId: string | undefined;
 }
 
+/** What is exchanged: the pod's token, and who it proved to be when it was verified locally. */
+export interface ExchangeRequest {
+  readonly token: string;
+  /** Undefined with --token-verification none; the STS upstream never runs without it. */
+  readonly identity: VerifiedIdentity | undefined;
+}
+
 /**
- * Turns a pod's token into credentials. EKS Auth is one implementation; failures are
- * AgentErrors whose `retryable` tells the cache whether stale credentials may stand in.
+ * Turns a pod's token into credentials. EKS Auth and STS (with local associations) implement it;
+ * failures are AgentErrors whose `retryable` tells the cache whether stale credentials may stand in.
  */
 export interface CredentialExchange {
-  exchange(token: string, options?: ExchangeOptions): Promise<ExchangeResult>;
+  /** For logs and messages: "EKS Auth" or "STS". */
+  readonly name: string;
+  exchange(request: ExchangeRequest, options?: ExchangeOptions): Promise<ExchangeResult>;
 }
 
 export interface ExchangeOptions {

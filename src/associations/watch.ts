@@ -1,0 +1,144 @@
+import type { KubeConfig } from '@kubernetes/client-node';
+import { type ConfigMapRef, watchConfigMap } from '../k8s/configmap-watch.ts';
+import type { Informer } from '../k8s/informer.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { AgentMetrics } from '../observability/metrics.ts';
+import { type Association, AssociationsDocumentError, type ParsedAssociations, parseAssociations } from './association.ts';
+import { type AssociationLookup, AssociationTable } from './association-table.ts';
+import { type PolledFile, pollFile } from './file-source.ts';
+
+export interface AssociationSources {
+  /** A YAML or JSON file, re-read every few seconds. */
+  readonly file: string | undefined;
+  /** A ConfigMap watched through the API server; each data key holds a document. */
+  readonly configMap: ConfigMapRef | undefined;
+}
+
+export interface WatchAssociationsOptions {
+  readonly sources: AssociationSources;
+  /** Needed for the ConfigMap source. */
+  readonly kubeConfig: KubeConfig | undefined;
+  readonly logger: Logger;
+  readonly metrics?: AgentMetrics;
+  /** Service accounts (`namespace/name`) whose association appeared, changed or went away. */
+  readonly onChange: (changed: ReadonlySet<string>) => void;
+  readonly fileIntervalMs?: number;
+  readonly retryBaseMs?: number;
+}
+
+export interface WatchedAssociations extends AssociationLookup {
+  close(): Promise<void>;
+}
+
+type SourceKind = 'file' | 'configmap';
+
+/**
+ * The associations the STS upstream grants from, kept current. The file must be readable at
+ * start (a typo in a path fails fast); afterwards a source that cannot be read or parsed keeps
+ * its last good associations, and a refused entry never takes the others down with it.
+ */
+export async function watchAssociations(options: WatchAssociationsOptions): Promise<WatchedAssociations> {
+  const { sources, logger, metrics } = options;
+  const fileSource = sources.file === undefined ? undefined : `file ${sources.file}`;
+  const configMapSource = sources.configMap === undefined ? undefined : `configmap ${sources.configMap.namespace}/${sources.configMap.name}`;
+  const table = new AssociationTable([fileSource, configMapSource].filter((source) => source !== undefined));
+
+  const apply = (kind: SourceKind, source: string, parsed: ParsedAssociations) => {
+    const { changed, duplicates } = table.update(source, parsed);
+    const refused = [...parsed.problems, ...duplicates];
+    for (const problem of refused) logger.warn({ source, problem }, 'association refused');
+    metrics?.associations.set({ source: kind, state: 'valid' }, parsed.associations.length - duplicates.length);
+    metrics?.associations.set({ source: kind, state: 'refused' }, refused.length);
+    metrics?.associationReloads.inc({ source: kind, result: 'applied' });
+    logger.info({ source, associations: parsed.associations.length - duplicates.length, refused: refused.length, changed: changed.size, total: table.size }, 'associations loaded');
+    if (changed.size > 0) options.onChange(changed);
+  };
+  const failed = (kind: SourceKind, source: string, error: Error) => {
+    metrics?.associationReloads.inc({ source: kind, result: 'failed' });
+    logger.error({ source, error: error.message }, 'associations could not be read; the last good ones stay in force');
+  };
+
+  let file: PolledFile | undefined;
+  if (sources.file !== undefined && fileSource !== undefined) {
+    const path = sources.file;
+    const started = await pollFile({
+      path,
+      intervalMs: options.fileIntervalMs ?? 2000,
+      onChange: (text) => apply('file', fileSource, parseAssociations(text, fileSource)),
+      onError: (error) => failed('file', fileSource, error),
+    }).catch((error: Error) => {
+      throw new Error(`cannot read the associations file ${path}: ${(error as NodeJS.ErrnoException).code ?? error.message}`, { cause: error });
+    });
+    file = started.file;
+    try {
+      apply('file', fileSource, parseAssociations(started.text, fileSource));
+    } catch (error) {
+      file.close();
+      throw error;
+    }
+  }
+
+  let informer: Informer | undefined;
+  if (sources.configMap !== undefined && configMapSource !== undefined) {
+    if (options.kubeConfig === undefined) throw new Error(`--associations-configmap needs the Kubernetes API, and no configuration was found`);
+    const documents = new ConfigMapDocuments(configMapSource);
+    informer = watchConfigMap({
+      kubeConfig: options.kubeConfig,
+      configMap: sources.configMap,
+      logger,
+      onData: (data) => {
+        if (data === undefined) logger.warn({ source: configMapSource }, 'the associations ConfigMap does not exist: none of its associations apply');
+        const { parsed, errors } = documents.update(data ?? {});
+        for (const error of errors) failed('configmap', configMapSource, error);
+        apply('configmap', configMapSource, parsed);
+      },
+      ...(options.retryBaseMs === undefined ? {} : { retryBaseMs: options.retryBaseMs }),
+    });
+  }
+
+  return {
+    find: (namespace, serviceAccount) => table.find(namespace, serviceAccount),
+    get complete() {
+      return table.complete;
+    },
+    async close() {
+      file?.close();
+      await informer?.close();
+    },
+  };
+}
+
+/**
+ * A ConfigMap's keys, each a document of its own (so that teams can own one key each), in key
+ * order. A key that stops parsing keeps its last good associations; a key removed takes its own.
+ */
+class ConfigMapDocuments {
+  readonly #source: string;
+  readonly #lastGood = new Map<string, { text: string; parsed: ParsedAssociations }>();
+
+  constructor(source: string) {
+    this.#source = source;
+  }
+
+  update(data: Readonly<Record<string, string>>): { parsed: ParsedAssociations; errors: Error[] } {
+    const errors: Error[] = [];
+    for (const key of this.#lastGood.keys()) if (!(key in data)) this.#lastGood.delete(key);
+    for (const [key, text] of Object.entries(data)) {
+      if (this.#lastGood.get(key)?.text === text) continue;
+      try {
+        this.#lastGood.set(key, { text, parsed: parseAssociations(text, `${this.#source} key ${key}`) });
+      } catch (error) {
+        if (!(error instanceof AssociationsDocumentError)) throw error;
+        errors.push(error);
+      }
+    }
+    const associations: Association[] = [];
+    const problems: string[] = [];
+    for (const key of [...this.#lastGood.keys()].sort()) {
+      const { parsed } = this.#lastGood.get(key)!;
+      associations.push(...parsed.associations);
+      problems.push(...parsed.problems);
+    }
+    return { parsed: { associations, problems }, errors };
+  }
+}

@@ -1,0 +1,63 @@
+import { type KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
+import type { Logger } from '../observability/logger.ts';
+
+export interface InformerOptions<T extends KubernetesObject> {
+  readonly kubeConfig: KubeConfig;
+  /** The collection's path, e.g. `/api/v1/pods`. */
+  readonly path: string;
+  readonly fieldSelector?: string;
+  /** Lists the collection; the objects are handed over here, before the watch's own events. */
+  readonly list: () => Promise<KubernetesListObject<T>>;
+  readonly onUpsert: (object: T) => void;
+  readonly onDelete: (object: T) => void;
+  readonly logger: Logger;
+  /** What is watched, for the log line when it fails: "this node's pods". */
+  readonly what: string;
+  readonly retryBaseMs?: number;
+}
+
+export interface Informer {
+  /** Stops watching; the objects already reported stay with their owner. */
+  close(): Promise<void>;
+}
+
+const MAX_RETRY_MS = 30_000;
+
+/**
+ * List, then watch with bookmarks. client-node's ListWatch stops for good on any error but 410,
+ * so this restarts it with jittered exponential backoff; the owner keeps what it was told meanwhile.
+ */
+export function startInformer<T extends KubernetesObject>(options: InformerOptions<T>): Informer {
+  let closed = false;
+  let failures = 0;
+  let retry: NodeJS.Timeout | undefined;
+  const list = async () => {
+    const listed = await options.list();
+    // Handed over here rather than through the informer's add events, which follow only after this returns.
+    for (const object of listed.items) options.onUpsert(object);
+    failures = 0;
+    return listed;
+  };
+  // Bookmarks keep the resource version fresh on a quiet collection; client-node does not ask for them itself.
+  const informer = new ListWatch<T>(`${options.path}?allowWatchBookmarks=true`, new Watch(options.kubeConfig), list, false, undefined, options.fieldSelector);
+  informer.on('add', options.onUpsert);
+  informer.on('update', options.onUpsert);
+  informer.on('delete', options.onDelete);
+  informer.on('error', (error: unknown) => {
+    if (closed) return;
+    failures += 1;
+    const base = options.retryBaseMs ?? 1000;
+    const delay = Math.min(MAX_RETRY_MS, base * 2 ** (failures - 1)) * (0.5 + Math.random() / 2);
+    options.logger.warn({ error: (error as Error).message, retryInMs: Math.round(delay) }, `watching ${options.what} failed; keeping what was last seen`);
+    retry = setTimeout(() => void informer.start(), delay);
+    retry.unref();
+  });
+  void informer.start();
+  return {
+    async close() {
+      closed = true;
+      clearTimeout(retry);
+      await informer.stop();
+    },
+  };
+}

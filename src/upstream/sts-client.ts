@@ -1,0 +1,203 @@
+import { randomUUID } from 'node:crypto';
+import { AssumeRoleCommand, type AssumeRoleCommandInput, type AssumeRoleCommandOutput, STSClient } from '@aws-sdk/client-sts';
+import type { Dispatcher } from 'undici';
+import type { Association } from '../associations/association.ts';
+import type { AssociationLookup } from '../associations/association-table.ts';
+import { AgentError, agentError, isAgentError } from '../errors.ts';
+import type { VerifiedIdentity } from '../token/verifier.ts';
+import type { AttemptHooks } from './attempt-hooks.ts';
+import type { NodeCredentials } from './node-credentials.ts';
+import { DEFAULT_RETRY_POLICY, type RetryPolicy, withRetry } from './retry.ts';
+import type { CredentialExchange, ExchangeResult } from './types.ts';
+import { UndiciHttpHandler } from './undici-http-handler.ts';
+
+export interface StsClientOptions extends AttemptHooks {
+  readonly region: string;
+  /** An explicit endpoint (--endpoint); otherwise the SDK's own resolution (regional, AWS_ENDPOINT_URL_STS). */
+  readonly endpoint: URL | undefined;
+  readonly clusterName: string;
+  /** Sent as the eks-cluster-arn tag when set; a cluster outside EKS has none. */
+  readonly clusterArn: string | undefined;
+  readonly associations: AssociationLookup;
+  /** The agent's own credentials: they call AssumeRole, so the target roles must trust them. */
+  readonly credentials: NodeCredentials;
+  /** A keep-alive pool shared by all calls; the caller owns and closes it. */
+  readonly dispatcher: Dispatcher;
+  readonly userAgent: string;
+  readonly retry?: RetryPolicy;
+  readonly onRetry?: (error: Error, attempt: number) => void;
+}
+
+const SERVICE = 'STS';
+
+/**
+ * The EKS Pod Identity exchange for clusters outside EKS: the agent, trusting its own token
+ * verification, looks up the service account's association and calls AssumeRole itself, with the
+ * session name and session tags EKS would use, so that policies written for EKS work unchanged.
+ * Attempts, timeouts and retries are the EKS Auth client's; the SDK makes one attempt per call.
+ */
+export function createStsClient(options: StsClientOptions): CredentialExchange {
+  const hooks = { ...(options.onAttemptStart === undefined ? {} : { onAttemptStart: options.onAttemptStart }), ...(options.onAttempt === undefined ? {} : { onAttempt: options.onAttempt }) };
+  const client = new STSClient({
+    region: options.region,
+    ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint.href }),
+    credentials: options.credentials,
+    requestHandler: new UndiciHttpHandler(options.dispatcher, SERVICE, hooks),
+    maxAttempts: 1,
+    customUserAgent: options.userAgent,
+  });
+  const policy = options.retry ?? DEFAULT_RETRY_POLICY;
+  const singleAttempt: RetryPolicy = { ...policy, maxAttempts: 1 };
+  const retryHooks = { upstream: SERVICE, ...(options.onRetry === undefined ? {} : { onRetry: options.onRetry }) };
+
+  async function attempt(input: AssumeRoleCommandInput, signal: AbortSignal): Promise<ExchangeResult> {
+    let output: AssumeRoleCommandOutput;
+    try {
+      output = await client.send(new AssumeRoleCommand(input), { abortSignal: signal });
+    } catch (error) {
+      throw stsError(error, input.RoleArn ?? '');
+    }
+    return toResult(output);
+  }
+
+  return {
+    name: SERVICE,
+    exchange({ identity }, exchangeOptions) {
+      if (identity === undefined) return Promise.reject(agentError('InternalError', 'the STS upstream was asked for an unverified token'));
+      const association = options.associations.find(identity.namespace, identity.serviceAccount);
+      if (association === undefined) return Promise.reject(noAssociation(options, identity));
+      const input = assumeRoleInput(options, association, identity);
+      return withRetry(exchangeOptions?.singleAttempt === true ? singleAttempt : policy, (signal) => attempt(input, signal), retryHooks);
+    },
+  };
+}
+
+function noAssociation(options: StsClientOptions, identity: VerifiedIdentity): AgentError {
+  const account = `${identity.namespace}/${identity.serviceAccount}`;
+  if (!options.associations.complete) return agentError('AssociationsUnavailable', `the associations have not all been read yet, and none found so far is for service account ${account}; try again shortly`);
+  // What EKS Auth answers for a service account without an association, so SDKs and operators see the same.
+  return new AgentError('ResourceNotFoundException', 404, `no pod identity association for service account ${account} in cluster ${options.clusterName}`, { retryable: false });
+}
+
+export function assumeRoleInput(options: Pick<StsClientOptions, 'clusterName' | 'clusterArn'>, association: Association, identity: VerifiedIdentity): AssumeRoleCommandInput {
+  const tags = association.disableSessionTags ? [] : sessionTags(options.clusterName, options.clusterArn, identity);
+  return {
+    RoleArn: association.roleArn,
+    RoleSessionName: roleSessionName(options.clusterName, identity.podName),
+    ...(association.sessionDurationSeconds === undefined ? {} : { DurationSeconds: association.sessionDurationSeconds }),
+    ...(association.externalId === undefined ? {} : { ExternalId: association.externalId }),
+    ...(association.policy === undefined ? {} : { Policy: association.policy }),
+    ...(tags.length === 0 ? {} : { Tags: tags, TransitiveTagKeys: tags.map((tag) => tag.Key) }),
+  };
+}
+
+/**
+ * The tags EKS Pod Identity sets, all transitive as EKS makes them, so that a role chained from
+ * these credentials carries them too. eks-cluster-arn only when the cluster has one (--cluster-arn).
+ */
+export function sessionTags(clusterName: string, clusterArn: string | undefined, identity: VerifiedIdentity): { Key: string; Value: string }[] {
+  return [
+    ...(clusterArn === undefined ? [] : [{ Key: 'eks-cluster-arn', Value: clusterArn }]),
+    { Key: 'eks-cluster-name', Value: clusterName },
+    { Key: 'kubernetes-namespace', Value: identity.namespace },
+    { Key: 'kubernetes-service-account', Value: identity.serviceAccount },
+    { Key: 'kubernetes-pod-name', Value: identity.podName },
+    { Key: 'kubernetes-pod-uid', Value: identity.podUid },
+  ];
+}
+
+const MAX_SESSION_NAME = 64;
+const UUID_LENGTH = 36;
+
+/**
+ * EKS's form, `eks-<cluster>-<pod>-<uuid>`, within STS's 64 characters: the names are cut so the
+ * UUID (what makes each session distinct in CloudTrail) always fits whole.
+ */
+export function roleSessionName(clusterName: string, podName: string, uuid: string = randomUUID()): string {
+  const prefix = `eks-${clusterName}-${podName}`.replace(/[^\w+=,.@-]/g, '-').slice(0, MAX_SESSION_NAME - UUID_LENGTH - 1);
+  return `${prefix}-${uuid}`;
+}
+
+function toResult(output: AssumeRoleCommandOutput): ExchangeResult {
+  const requestId = output.$metadata.requestId;
+  const credentials = output.Credentials;
+  const expiresAt = credentials?.Expiration?.getTime();
+  if (credentials?.AccessKeyId === undefined || credentials.SecretAccessKey === undefined || credentials.SessionToken === undefined || expiresAt === undefined || !Number.isFinite(expiresAt)) {
+    throw agentError('UpstreamInvalidResponse', 'STS answered AssumeRole without complete credentials', { upstreamRequestId: requestId });
+  }
+  const account = output.AssumedRoleUser?.Arn?.split(':')[4];
+  return {
+    credentials: {
+      accessKeyId: credentials.AccessKeyId,
+      secretAccessKey: credentials.SecretAccessKey,
+      sessionToken: credentials.SessionToken,
+      accountId: account !== undefined && /^\d{12}$/.test(account) ? account : undefined,
+      expiresAt,
+    },
+    requestId,
+  };
+}
+
+interface Mapped {
+  readonly code: string;
+  readonly status: number;
+  readonly retryable: boolean;
+  readonly hint?: string;
+}
+
+const THROTTLED: Mapped = { code: 'ThrottlingException', status: 429, retryable: true };
+const DENIED: Mapped = { code: 'AccessDeniedException', status: 400, retryable: false, hint: 'the role must trust the agent\'s role with sts:AssumeRole and sts:TagSession (and the external id, where set)' };
+const INVALID: Mapped = { code: 'InvalidParameterException', status: 400, retryable: false, hint: 'check the association' };
+
+/**
+ * STS's Query-protocol error codes, answered to pods as the EKS Auth codes and statuses for the
+ * same situation, so that SDK retries, the cache's treatment and dashboards are the same.
+ */
+const STS_ERRORS: Readonly<Record<string, Mapped>> = {
+  Throttling: THROTTLED,
+  ThrottlingException: THROTTLED,
+  RequestLimitExceeded: THROTTLED,
+  AccessDenied: DENIED,
+  AccessDeniedException: DENIED,
+  RegionDisabledException: { code: 'AccessDeniedException', status: 400, retryable: false, hint: 'STS is not activated for this region in the role\'s account' },
+  MalformedPolicyDocument: INVALID,
+  MalformedPolicyDocumentException: INVALID,
+  PackedPolicyTooLarge: { ...INVALID, hint: 'the session policy and tags are too large once packed' },
+  PackedPolicyTooLargeException: { ...INVALID, hint: 'the session policy and tags are too large once packed' },
+  ValidationError: { ...INVALID, hint: 'a sessionDuration above the role\'s maximum session duration is the usual cause' },
+  InvalidParameterValue: INVALID,
+  InvalidParameterCombination: INVALID,
+  MissingParameter: INVALID,
+  // The agent's own credentials, not the pod's: the chain refreshes expired ones, so worth retrying.
+  ExpiredToken: { code: 'NodeCredentialsUnavailable', status: 503, retryable: true, hint: 'STS refused the agent\'s credentials as expired' },
+  ExpiredTokenException: { code: 'NodeCredentialsUnavailable', status: 503, retryable: true, hint: 'STS refused the agent\'s credentials as expired' },
+  InvalidClientTokenId: { code: 'UnrecognizedClientException', status: 403, retryable: false, hint: 'STS does not know the agent\'s access key' },
+  SignatureDoesNotMatch: { code: 'InvalidSignatureException', status: 403, retryable: false, hint: 'the agent\'s secret key does not match its access key' },
+  InternalFailure: { code: 'InternalServerException', status: 500, retryable: true },
+  InternalError: { code: 'InternalServerException', status: 500, retryable: true },
+  ServiceUnavailable: { code: 'ServiceUnavailableException', status: 503, retryable: true },
+};
+
+const NAME = /^[A-Za-z][A-Za-z0-9]{0,63}$/;
+
+/** An SDK failure as the AgentError a pod gets; network failures and timeouts go to withRetry as they are. */
+function stsError(error: unknown, roleArn: string): unknown {
+  if (isAgentError(error)) return error;
+  const failure = error as { name?: unknown; message?: unknown; $metadata?: { httpStatusCode?: number; requestId?: string } };
+  const status = failure.$metadata?.httpStatusCode;
+  if (status === undefined) return error;
+  const upstreamRequestId = failure.$metadata?.requestId;
+  const name = typeof failure.name === 'string' && NAME.test(failure.name) ? failure.name : undefined;
+  const detail = typeof failure.message === 'string' && failure.message !== '' ? failure.message.slice(0, 512) : `STS answered ${status}`;
+  if (status < 300) return agentError('UpstreamInvalidResponse', `STS answered AssumeRole with something that is not a valid response (${detail.slice(0, 120)})`, { upstreamRequestId });
+  const mapped = (name === undefined ? undefined : STS_ERRORS[name]) ?? byStatus(status, name);
+  const hint = mapped.hint === undefined ? '' : ` (${mapped.hint})`;
+  return new AgentError(mapped.code, mapped.status, `STS refused AssumeRole for ${roleArn}: ${detail}${hint}`, { retryable: mapped.retryable, upstreamRequestId });
+}
+
+function byStatus(status: number, name: string | undefined): Mapped {
+  if (status === 429) return THROTTLED;
+  if (status === 503) return { code: 'ServiceUnavailableException', status, retryable: true };
+  if (status >= 500) return { code: 'InternalServerException', status: 500, retryable: true };
+  return { code: name ?? 'UpstreamError', status: status >= 400 && status < 500 ? status : 502, retryable: false };
+}
