@@ -279,7 +279,9 @@ t.test('raw HTTP: routes, body limit, missing signature, request id', async (t) 
 
   const big = await fetch(`${emulator.url}/`, { method: 'POST', headers: form, body: `Action=AssumeRole&Policy=${'x'.repeat(70_000)}` });
   t.equal(big.status, 413);
-  t.match(await big.text(), /<Code>RequestEntityTooLarge<\/Code>/);
+  const bigText = await big.text();
+  t.match(bigText, /<Code>RequestEntityTooLarge<\/Code>/);
+  t.equal(/<RequestId>([^<]+)<\/RequestId>/.exec(bigText)?.[1], big.headers.get('x-amzn-requestid'));
 
   const unsigned = await fetch(`${emulator.url}/`, { method: 'POST', headers: form, body: 'Action=AssumeRole&Version=2011-06-15' });
   t.equal(unsigned.status, 403);

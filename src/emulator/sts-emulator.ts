@@ -186,11 +186,11 @@ export async function startStsEmulator(options: StsEmulatorOptions): Promise<Sts
     let reply: Reply;
     if (body === undefined) {
       // The rest of the body is never read, so the connection cannot be reused.
-      reply = { ...errorReply(413, 'RequestEntityTooLarge', `Request body exceeds ${MAX_BODY_BYTES} bytes.`), headers: { connection: 'close' } };
+      reply = errorReply(413, 'RequestEntityTooLarge', `Request body exceeds ${MAX_BODY_BYTES} bytes.`, { connection: 'close' });
     } else if (pathname !== '/') {
       reply = errorReply(404, 'NotFound', `No resource at ${pathname}; STS answers POST /.`);
     } else if (req.method !== 'POST') {
-      reply = { ...errorReply(405, 'MethodNotAllowed', `Method ${req.method ?? ''} is not allowed; STS answers POST /.`), headers: { allow: 'POST' } };
+      reply = errorReply(405, 'MethodNotAllowed', `Method ${req.method ?? ''} is not allowed; STS answers POST /.`, { allow: 'POST' });
     } else {
       reply = await dispatch(req, body, params, call);
     }
@@ -388,14 +388,14 @@ function packedPolicySize(input: AssumeRoleInput): number | undefined {
   return Math.max(1, Math.min(100, Math.ceil(percent)));
 }
 
-function errorReply(status: number, code: string, message: string): HttpReply {
+function errorReply(status: number, code: string, message: string, headers: Record<string, string> = {}): HttpReply {
   const requestId = randomUUID();
   const type = status >= 500 ? 'Receiver' : 'Sender';
   const body =
     `<ErrorResponse xmlns="${XMLNS}">\n` +
     `  <Error>\n    <Type>${type}</Type>\n    <Code>${xml(code)}</Code>\n    <Message>${xml(message)}</Message>\n  </Error>\n` +
     `  <RequestId>${requestId}</RequestId>\n</ErrorResponse>\n`;
-  return { status, code, body, headers: { 'x-amzn-requestid': requestId } };
+  return { status, code, body, headers: { ...headers, 'x-amzn-requestid': requestId } };
 }
 
 function send(res: ServerResponse, reply: HttpReply): void {
