@@ -206,7 +206,7 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
   const nodeName = values['node-name'] ?? (env.NODE_NAME === '' ? undefined : env.NODE_NAME);
   if (podBinding === 'on' && tokenVerification === 'none') problems.push('--pod-binding on needs verified tokens: not with --token-verification none');
   if (podBinding === 'on' && nodeName === undefined) problems.push('--pod-binding on needs the node name: --node-name or NODE_NAME');
-  const sts = upstream === 'sts' ? check(() => parseStsConfig(values, tokenVerification)) : undefined;
+  const sts = upstream === 'sts' ? parseStsConfig(values, tokenVerification, { problems, check }) : undefined;
   if (upstream !== 'sts') {
     for (const flag of ['associations', 'associations-configmap', 'cluster-arn'] as const) if (values[flag] !== undefined) problems.push(`--${flag} applies only with --upstream sts`);
   }
@@ -240,8 +240,7 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
   });
 }
 
-function parseStsConfig(values: ReturnType<typeof parseFlags>, tokenVerification: Config['tokenVerification'] | undefined): StsConfig {
-  const { problems, check } = collectProblems();
+function parseStsConfig(values: ReturnType<typeof parseFlags>, tokenVerification: Config['tokenVerification'] | undefined, { problems, check }: ReturnType<typeof collectProblems>): StsConfig {
   // Without verification the agent would assume any role for anyone able to write a JWT.
   if (tokenVerification === 'none') problems.push('--upstream sts needs tokens verified locally (--token-verification jwks, tokenreview or auto): with none, anyone could claim any service account\'s role');
   const file = values.associations;
@@ -250,7 +249,6 @@ function parseStsConfig(values: ReturnType<typeof parseFlags>, tokenVerification
   if (file === undefined && values['associations-configmap'] === undefined) problems.push('--upstream sts needs associations: --associations FILE and/or --associations-configmap NAMESPACE/NAME');
   const endpoint = values.endpoint === undefined ? undefined : check(() => parseEndpointUrl(values.endpoint!, '--endpoint'));
   const clusterArn = values['cluster-arn'] === undefined ? undefined : check(() => parseClusterArn(values['cluster-arn']!));
-  if (problems.length > 0) throw new Error(problems.join('; '));
   return Object.freeze({ endpoint, associations: Object.freeze({ file, configMap }), clusterArn });
 }
 

@@ -115,3 +115,27 @@ t.test('initialize flags: defaults, and every bad flag named at once', async (t)
     t.match((error as ConfigError).problems, [/--link-type: "bridge"/, /other than 0 and 80/, /--verbosity: "loud"/]);
   }
 });
+
+t.test('--upstream sts: associations, endpoint and cluster ARN; verification required', async (t) => {
+  t.equal(configOf(['--cluster-name', 'c1']).upstream, 'eks-auth', 'EKS Auth stays the default');
+  t.equal(configOf(['--cluster-name', 'c1']).sts, undefined);
+  const config = configOf(['--cluster-name', 'k3s-lab', '--upstream', 'sts', '--associations', '/etc/pia/associations.yaml', '--associations-configmap', 'kube-system/pod-identity-associations', '--cluster-arn', 'arn:aws:eks:us-west-2:111122223333:cluster/k3s-lab', '--endpoint', 'http://127.0.0.1:4566']);
+  t.equal(config.upstream, 'sts');
+  t.same(config.sts?.associations, { file: '/etc/pia/associations.yaml', configMap: { namespace: 'kube-system', name: 'pod-identity-associations' } });
+  t.equal(config.sts?.clusterArn, 'arn:aws:eks:us-west-2:111122223333:cluster/k3s-lab');
+  t.equal(config.sts?.endpoint?.href, 'http://127.0.0.1:4566/', '--endpoint names the STS endpoint in this mode');
+  t.equal(config.endpoint.source, 'region', 'and not EKS Auth\'s');
+  t.equal(configOf(['--cluster-name', 'c1', '--upstream', 'sts', '--associations', 'a.yaml']).sts?.endpoint, undefined, 'no --endpoint: the SDK resolves STS (AWS_ENDPOINT_URL_STS included)');
+
+  t.same(problemsOf(['--cluster-name', 'c1', '--upstream', 'sts', '--token-verification', 'none', '--associations', 'a.yaml']), [
+    '--upstream sts needs tokens verified locally (--token-verification jwks, tokenreview or auto): with none, anyone could claim any service account\'s role',
+  ]);
+  t.same(problemsOf(['--cluster-name', 'c1', '--upstream', 'sts', '--associations-configmap', 'nope', '--cluster-arn', 'arn:aws:iam::111122223333:role/x', '--endpoint', 'ftp://x']), [
+    '--associations-configmap: "nope" is not NAMESPACE/NAME',
+    '--endpoint: "ftp://x" must be an http or https URL',
+    '--cluster-arn: "arn:aws:iam::111122223333:role/x" is not an EKS cluster ARN (arn:aws:eks:REGION:ACCOUNT:cluster/NAME)',
+  ]);
+  t.same(problemsOf(['--cluster-name', 'c1', '--upstream', 'sts']), ['--upstream sts needs associations: --associations FILE and/or --associations-configmap NAMESPACE/NAME']);
+  t.same(problemsOf(['--cluster-name', 'c1', '--upstream', 'iam']), ['--upstream: "iam" is not one of eks-auth, sts']);
+  t.same(problemsOf(['--cluster-name', 'c1', '--associations', 'a.yaml', '--cluster-arn', 'arn:aws:eks:us-west-2:111122223333:cluster/c1']), ['--associations applies only with --upstream sts', '--cluster-arn applies only with --upstream sts']);
+});

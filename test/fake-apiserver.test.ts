@@ -1,10 +1,12 @@
 // Proves the fake apiserver is faithful enough for the real
 // @kubernetes/client-node 2.x: typed API calls, raw authenticated GETs,
-// informers with a field selector, and how the informer behaves in an outage.
+// informers with a field selector, and how the informer behaves in an outage;
+// then the agent's own ConfigMap watch (src/k8s/configmap-watch.ts) against it.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isDeepStrictEqual } from 'node:util';
 import {
   ApiException,
   AuthenticationV1Api,
@@ -18,12 +20,15 @@ import {
   WellKnownApi,
   makeInformer,
 } from '@kubernetes/client-node';
-import type { Informer, ObjectCache, V1Pod } from '@kubernetes/client-node';
+import type { Informer, ObjectCache, V1ConfigMap, V1Pod } from '@kubernetes/client-node';
 import { exportJWK, generateKeyPair } from 'jose';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { fetch as undiciFetch } from 'undici';
 import type { Response as UndiciResponse } from 'undici';
+import { watchConfigMap } from '../src/k8s/configmap-watch.ts';
+import { createLogger } from '../src/observability/logger.ts';
 import { type FakeApiServer, type FakePod, type TokenVerdict, startFakeApiServer } from './helpers/fake-apiserver.ts';
+import { type LogAudit, createLogAudit } from './helpers/log-audit.ts';
 
 const ISSUER = 'https://oidc.example.test/id/FAKE';
 const NODE_A_SELECTOR = 'spec.nodeName=node-a';
@@ -350,3 +355,220 @@ t.test('stop() closes the watch but still fires on(error) with an AbortError', a
   t.equal((rec.errors[0] as Error).name, 'AbortError');
   t.equal(api.requests.filter((r) => r.query.watch === 'true').length, watchCount, 'no reconnect after stop()');
 });
+
+t.test('ConfigMaps: list, field selectors and refusals through CoreV1Api', async (t) => {
+  const core = kc.makeApiClient(CoreV1Api);
+  api.setConfigMap('cfg', 'one', { k: 'v' });
+  api.setConfigMap('cfg', 'empty', {});
+  api.setConfigMap('elsewhere', 'one', { k: 'other namespace' });
+  t.teardown(() => {
+    api.deleteConfigMap('cfg', 'one');
+    api.deleteConfigMap('cfg', 'empty');
+    api.deleteConfigMap('elsewhere', 'one');
+  });
+
+  const list = await core.listNamespacedConfigMap({ namespace: 'cfg' });
+  t.equal(list.kind, 'ConfigMapList');
+  t.equal(list.apiVersion, 'v1');
+  t.equal(list.metadata?.resourceVersion, api.resourceVersion);
+  t.same(names(list.items), ['empty', 'one']);
+  const one = list.items.find((c) => c.metadata?.name === 'one');
+  t.match(one?.metadata, { namespace: 'cfg', uid: /^[0-9a-f-]{36}$/, resourceVersion: /^\d+$/ });
+  t.same(one?.data, { k: 'v' });
+  t.equal(list.items.find((c) => c.metadata?.name === 'empty')?.data, undefined, 'empty data is omitted, as by the apiserver');
+
+  t.same(names((await core.listNamespacedConfigMap({ namespace: 'cfg', fieldSelector: 'metadata.name=one' })).items), ['one']);
+  t.same(names((await core.listNamespacedConfigMap({ namespace: 'cfg', fieldSelector: 'metadata.name!=one' })).items), ['empty']);
+  t.same(names((await core.listNamespacedConfigMap({ namespace: 'cfg', fieldSelector: 'metadata.namespace=cfg' })).items), ['empty', 'one']);
+  t.same((await core.listNamespacedConfigMap({ namespace: 'cfg', fieldSelector: 'metadata.namespace=elsewhere' })).items, []);
+  const all = await core.listConfigMapForAllNamespaces({ fieldSelector: 'metadata.name=one' });
+  t.same(all.items.map((c) => `${c.metadata?.namespace}/${c.metadata?.name}`).sort(), ['cfg/one', 'elsewhere/one']);
+  t.equal(api.requests.at(-1)?.authenticated, true);
+
+  // Pod-only fields and label selectors are refused like on the pods path.
+  for (const query of [{ fieldSelector: 'spec.nodeName=node-a' }, { labelSelector: 'app=x' }]) {
+    const err = await core.listNamespacedConfigMap({ namespace: 'cfg', ...query }).catch((e: unknown) => e);
+    t.ok(err instanceof ApiException, JSON.stringify(query));
+    t.equal((err as ApiException<unknown>).code, 400);
+  }
+  const refused = await rawGet(kc, '/api/v1/namespaces/cfg/configmaps?watch=true&fieldSelector=status.podIP%3D1.2.3.4');
+  t.equal(refused.status, 400);
+  t.match(await refused.json(), { kind: 'Status', reason: 'BadRequest', message: 'field label not supported: status.podIP' });
+
+  const anonymous = await fetch(`${api.url}/api/v1/namespaces/cfg/configmaps`);
+  t.equal(anonymous.status, 401);
+  t.match(api.requests.at(-1), { path: '/api/v1/namespaces/cfg/configmaps', authenticated: false });
+});
+
+t.test('ConfigMaps: watch events, uids, bookmarks and replay through Watch', async (t) => {
+  api.setConfigMap('cfg', 'one', { k: 'v' });
+  const since = api.resourceVersion;
+  const firstUid = (await kc.makeApiClient(CoreV1Api).listNamespacedConfigMap({ namespace: 'cfg' })).items[0]?.metadata?.uid;
+  api.setConfigMap('cfg', 'one', { k: 'v2' }); // before the watch opens: must be replayed from `since`
+
+  const events: { type: string; object: V1ConfigMap }[] = [];
+  let done: unknown;
+  const watch = new Watch(kc);
+  const controller = await watch.watch(
+    '/api/v1/namespaces/cfg/configmaps',
+    { resourceVersion: since, fieldSelector: 'metadata.name=one', allowWatchBookmarks: true },
+    (type, object: V1ConfigMap) => events.push({ type, object }),
+    (err: unknown) => (done = err ?? 'clean end'),
+  );
+  t.teardown(() => controller.abort());
+  await waitFor('watch to open', () => api.openWatches === 1);
+  api.setConfigMap('cfg', 'two', { z: '1' }); // other name: filtered out
+  api.deleteConfigMap('cfg', 'one');
+  api.setConfigMap('cfg', 'one', { k: 'again' });
+  await waitFor('re-creation', () => events.filter((e) => e.type !== 'BOOKMARK').length >= 3);
+  await waitFor('bookmark', () => events.some((e) => e.type === 'BOOKMARK'));
+
+  const changes = events.filter((e) => e.type !== 'BOOKMARK');
+  t.same(
+    changes.map((e) => [e.type, e.object.kind, e.object.metadata?.name, e.object.data]),
+    [
+      ['MODIFIED', 'ConfigMap', 'one', { k: 'v2' }],
+      ['DELETED', 'ConfigMap', 'one', { k: 'v2' }],
+      ['ADDED', 'ConfigMap', 'one', { k: 'again' }],
+    ],
+  );
+  const uids = changes.map((e) => e.object.metadata?.uid);
+  t.equal(uids[0], firstUid, 'the uid survives an update');
+  t.equal(uids[1], firstUid);
+  t.not(uids[2], firstUid, 're-creation gets a new uid');
+  const rvs = changes.map((e) => Number(e.object.metadata?.resourceVersion));
+  t.ok(rvs[0]! > Number(since) && rvs[0]! < rvs[1]! && rvs[1]! < rvs[2]!, `increasing resourceVersions ${rvs.join(',')}`);
+  const bookmark = events.find((e) => e.type === 'BOOKMARK')?.object;
+  t.equal(bookmark?.kind, 'ConfigMap');
+  t.match(bookmark?.metadata?.resourceVersion, /^\d+$/);
+
+  // Without a resourceVersion the watch starts with the current state as ADDED events.
+  const initial: string[] = [];
+  const fresh = await watch.watch('/api/v1/namespaces/cfg/configmaps', { watch: 1 }, (type, o: V1ConfigMap) => initial.push(`${type} ${o.metadata?.name}`), () => {});
+  t.teardown(() => fresh.abort());
+  await waitFor('synthetic ADDED', () => initial.length === 2);
+  t.same(initial.sort(), ['ADDED one', 'ADDED two']);
+  t.equal(api.requests.at(-1)?.query.watch, '1');
+
+  // setDown cuts ConfigMap watches too.
+  t.equal(api.openWatches, 2);
+  api.setDown(true);
+  await waitFor('watch cut', () => done !== undefined);
+  api.setDown(false);
+  t.not(done, 'clean end', 'an outage is not a clean end');
+  t.equal(api.openWatches, 0);
+  api.deleteConfigMap('cfg', 'one');
+  api.deleteConfigMap('cfg', 'two');
+});
+
+/** The agent's ConfigMap watch, with everything it reported. */
+interface WatchedConfigMap {
+  readonly seen: (Record<string, string> | undefined)[];
+  readonly audit: LogAudit;
+  close(): Promise<void>;
+}
+
+function watchAgentConfigMap(t: Test, name: string): WatchedConfigMap {
+  const seen: (Record<string, string> | undefined)[] = [];
+  const audit = createLogAudit();
+  audit.secrets.add(api.token);
+  const watcher = watchConfigMap({
+    kubeConfig: kc,
+    configMap: { namespace: 'agent', name },
+    logger: createLogger({ level: 'debug', destination: audit.sink }),
+    onData: (data) => seen.push(data === undefined ? undefined : { ...data }),
+    retryBaseMs: 20,
+  });
+  t.teardown(async () => {
+    await watcher.close();
+    audit.assertClean();
+  });
+  return { seen, audit, close: () => watcher.close() };
+}
+
+/** Waits until the latest onData call carried `expected`. */
+function waitForData(w: WatchedConfigMap, expected: Record<string, string> | undefined, what: string): Promise<void> {
+  return waitFor(what, () => w.seen.length > 0 && isDeepStrictEqual(w.seen.at(-1), expected));
+}
+
+const configMapWatches = () => api.requests.filter((r) => r.path === '/api/v1/namespaces/agent/configmaps' && r.query.watch === 'true');
+
+t.test('watchConfigMap: absent, created, updated, deleted; other ConfigMaps never reported', async (t) => {
+  api.setConfigMap('agent', 'neighbour', { x: 'before' });
+  api.setConfigMap('other-ns', 'assoc', { x: 'same name, other namespace' });
+  t.teardown(() => {
+    api.deleteConfigMap('agent', 'neighbour');
+    api.deleteConfigMap('other-ns', 'assoc');
+  });
+  const w = watchAgentConfigMap(t, 'assoc');
+  await waitFor('first onData', () => w.seen.length > 0);
+  t.same(w.seen, [undefined], 'absent at the list: onData(undefined)');
+  await waitFor('watch to open', () => api.openWatches === 1);
+  t.match(configMapWatches().at(-1)?.query, { fieldSelector: 'metadata.name=assoc', allowWatchBookmarks: 'true', resourceVersion: /^\d+$/ });
+  t.equal(configMapWatches().at(-1)?.query.labelSelector, undefined);
+
+  api.setConfigMap('agent', 'assoc', { a: '1' });
+  await waitForData(w, { a: '1' }, 'created');
+  api.setConfigMap('agent', 'neighbour', { x: 'after' });
+  api.setConfigMap('agent', 'assoc', { a: '2', b: '3' });
+  await waitForData(w, { a: '2', b: '3' }, 'updated');
+  api.setConfigMap('agent', 'assoc', {});
+  await waitForData(w, {}, 'emptied');
+  api.deleteConfigMap('agent', 'neighbour');
+  api.setConfigMap('agent', 'neighbour', { x: 'recreated' });
+  api.deleteConfigMap('agent', 'assoc');
+  await waitForData(w, undefined, 'deleted');
+  // The stream is ordered: the neighbour's changes came before the delete, so they would have been reported by now.
+  t.same(w.seen, [undefined, { a: '1' }, { a: '2', b: '3' }, {}, undefined], 'exactly one onData per change, none for the neighbours');
+  t.same(w.audit.lines.filter((l) => l.level === 'warn'), [], 'no failure logged');
+
+  await w.close();
+  await waitFor('close() to end the watch', () => api.openWatches === 0);
+  api.setConfigMap('agent', 'assoc', { late: 'yes' });
+  await sleep(100);
+  t.equal(w.seen.length, 5, 'nothing reported after close()');
+  api.deleteConfigMap('agent', 'assoc');
+});
+
+t.test('watchConfigMap: a ConfigMap present at the start is reported with its data', async (t) => {
+  api.setConfigMap('agent', 'present', { role: 'arn:aws:iam::111122223333:role/x' });
+  t.teardown(() => api.deleteConfigMap('agent', 'present'));
+  const w = watchAgentConfigMap(t, 'present');
+  await waitForData(w, { role: 'arn:aws:iam::111122223333:role/x' }, 'initial data');
+  await waitFor('watch to open', () => api.openWatches === 1);
+  api.setConfigMap('agent', 'present', { role: 'changed' });
+  await waitForData(w, { role: 'changed' }, 'change');
+  t.notOk(w.seen.includes(undefined), 'never reported absent');
+  t.same(w.seen.at(0), { role: 'arn:aws:iam::111122223333:role/x' });
+  t.comment('SEEN ' + JSON.stringify(w.seen));
+});
+
+for (const mode of ['destroy', '503'] as const) {
+  t.test(`watchConfigMap: restarts by itself after an outage (${mode})`, async (t) => {
+    api.setConfigMap('agent', 'outage', { v: '1' });
+    t.teardown(() => api.deleteConfigMap('agent', 'outage'));
+    const w = watchAgentConfigMap(t, 'outage');
+    await waitForData(w, { v: '1' }, 'initial data');
+    await waitFor('watch to open', () => api.openWatches === 1);
+
+    api.setDown(true, mode);
+    t.teardown(() => api.setDown(false));
+    const failures = () => w.audit.lines.filter((l) => l.level === 'warn');
+    await waitFor('two failed attempts', () => failures().length >= 2);
+    t.match(failures()[0], { msg: 'watching ConfigMap agent/outage failed; keeping what was last seen', retryInMs: Number });
+    api.setConfigMap('agent', 'outage', { v: 'changed while down' });
+    t.same(w.seen.at(-1), { v: '1' }, 'keeps the last data while down');
+
+    const watchesBefore = configMapWatches().length;
+    api.setDown(false);
+    await waitForData(w, { v: 'changed while down' }, 'the change missed while down');
+    await waitFor('watch to reopen', () => api.openWatches === 1);
+    t.ok(configMapWatches().length > watchesBefore, 'the watch was re-requested');
+    api.setConfigMap('agent', 'outage', { v: 'after' });
+    await waitForData(w, { v: 'after' }, 'a change after recovery');
+    api.deleteConfigMap('agent', 'outage');
+    api.setConfigMap('agent', 'outage', { v: 'recreated' }); // for the teardown
+    await waitForData(w, { v: 'recreated' }, 'delete and re-create after recovery');
+    t.ok(w.seen.includes(undefined), 'the delete was reported');
+  });
+}

@@ -106,16 +106,23 @@ export function sessionTags(clusterName: string, clusterArn: string | undefined,
   ];
 }
 
-const MAX_SESSION_NAME = 64;
-const UUID_LENGTH = 36;
+// STS allows 64 characters; "eks-", two dashes and a UUID leave 22 for the cluster and pod names.
+const NAMES_BUDGET = 64 - 'eks-'.length - 2 - 36;
+const MIN_CLUSTER_CHARS = 6;
 
 /**
- * EKS's form, `eks-<cluster>-<pod>-<uuid>`, within STS's 64 characters: the names are cut so the
- * UUID (what makes each session distinct in CloudTrail) always fits whole.
+ * EKS's form, `eks-<cluster>-<pod>-<uuid>`, within STS's 64 characters. When the names are too
+ * long, the cluster's is cut first (it is in the tags, and the same for every session) and the
+ * pod's after; the UUID, which tells sessions apart in CloudTrail, always fits whole.
  */
 export function roleSessionName(clusterName: string, podName: string, uuid: string = randomUUID()): string {
-  const prefix = `eks-${clusterName}-${podName}`.replace(/[^\w+=,.@-]/g, '-').slice(0, MAX_SESSION_NAME - UUID_LENGTH - 1);
-  return `${prefix}-${uuid}`;
+  let cluster = clusterName;
+  let pod = podName;
+  if (cluster.length + pod.length > NAMES_BUDGET) {
+    cluster = cluster.slice(0, Math.max(MIN_CLUSTER_CHARS, NAMES_BUDGET - pod.length));
+    pod = pod.slice(0, NAMES_BUDGET - cluster.length);
+  }
+  return `eks-${cluster}-${pod}-${uuid}`.replace(/[^\w+=,.@-]/g, '-');
 }
 
 function toResult(output: AssumeRoleCommandOutput): ExchangeResult {

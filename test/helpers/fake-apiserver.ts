@@ -1,8 +1,8 @@
 // A plain-HTTP stand-in for the Kubernetes API server, covering exactly the
-// calls the agent makes: OIDC discovery + JWKS, pod list/watch filtered by
-// field selector, and TokenReview. No cluster runs in CI, so tests drive the
-// real @kubernetes/client-node against this instead of mocking the client.
-import { randomBytes } from 'node:crypto';
+// calls the agent makes: OIDC discovery + JWKS, pod and ConfigMap list/watch
+// filtered by field selector, and TokenReview. No cluster runs in CI, so tests
+// drive the real @kubernetes/client-node against this instead of mocking it.
+import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -51,14 +51,18 @@ export interface FakeApiServer {
   addPod(pod: FakePod): void;
   updatePod(pod: FakePod): void;
   deletePod(uid: string): void;
+  /** Creates (ADDED) or replaces the data of (MODIFIED) a ConfigMap; its uid stays the same until it is deleted. */
+  setConfigMap(namespace: string, name: string, data: Record<string, string>): void;
+  /** Deletes a ConfigMap (DELETED); throws when it does not exist. */
+  deleteConfigMap(namespace: string, name: string): void;
   /** Going down cuts every open watch; `mode` overrides options.downMode. */
   setDown(down: boolean, mode?: DownMode): void;
   readonly requests: readonly RecordedRequest[];
   /** Contains bearer tokens: assert on it, never log it. */
   readonly tokenReviews: readonly { token: string; audiences: string[] }[];
-  /** Number of watch streams currently open. */
+  /** Number of watch streams currently open, of every kind. */
   readonly openWatches: number;
-  /** Latest resourceVersion handed out. */
+  /** Latest resourceVersion handed out (one counter for every kind, like etcd's revision). */
   readonly resourceVersion: string;
   close(): Promise<void>;
 }
@@ -73,6 +77,13 @@ export interface FakeApiServerOptions {
   downMode?: DownMode;
 }
 
+interface FakeConfigMap {
+  namespace: string;
+  name: string;
+  uid: string;
+  data: Record<string, string>;
+}
+
 // One term of a field selector, e.g. spec.nodeName=node-a or metadata.namespace!=kube-system.
 interface FieldTerm {
   field: string;
@@ -80,16 +91,31 @@ interface FieldTerm {
   negate: boolean;
 }
 
-interface PodRecord {
-  pod: FakePod;
+/** What the generic store needs to know about one kind of object. */
+interface KindSpec<T> {
+  /** `kind` of the objects, e.g. 'Pod'; the list is `${kind}List`. */
+  readonly kind: string;
+  /** Collection name in the path: /api/v1/{resource} and /api/v1/namespaces/{ns}/{resource}. */
+  readonly resource: string;
+  /** Field selector labels the apiserver supports for this kind; anything else is refused. */
+  readonly fields: ReadonlySet<string>;
+  key(obj: T): string;
+  namespace(obj: T): string;
+  fieldValue(obj: T, field: string): string;
+  /** The object's JSON as of resourceVersion rv, without kind/apiVersion (list items carry none). */
+  serialize(obj: T, rv: number): Record<string, unknown>;
+}
+
+interface StoredRecord<T> {
+  obj: T;
   rv: number;
 }
 
 // A change as seen by the store; each watch classifies it against its own selector.
-interface ChangeEvent {
+interface ChangeEvent<T> {
   rv: number;
-  before: PodRecord | undefined;
-  after: PodRecord | undefined;
+  before: StoredRecord<T> | undefined;
+  after: StoredRecord<T> | undefined;
 }
 
 interface OpenWatch {
@@ -101,7 +127,48 @@ interface OpenWatch {
 
 type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
-const SUPPORTED_FIELDS = new Set(['spec.nodeName', 'metadata.name', 'metadata.namespace', 'status.podIP', 'spec.serviceAccountName']);
+const PODS: KindSpec<FakePod> = {
+  kind: 'Pod',
+  resource: 'pods',
+  fields: new Set(['spec.nodeName', 'metadata.name', 'metadata.namespace', 'status.podIP', 'spec.serviceAccountName']),
+  key: (pod) => pod.uid,
+  namespace: (pod) => pod.namespace,
+  fieldValue(pod, field) {
+    switch (field) {
+      case 'spec.nodeName':
+        return pod.nodeName;
+      case 'metadata.name':
+        return pod.name;
+      case 'metadata.namespace':
+        return pod.namespace;
+      case 'status.podIP':
+        return pod.podIP ?? '';
+      default:
+        return pod.serviceAccountName ?? 'default';
+    }
+  },
+  serialize: serializePod,
+};
+
+const CONFIG_MAPS: KindSpec<FakeConfigMap> = {
+  kind: 'ConfigMap',
+  resource: 'configmaps',
+  // All the apiserver supports for ConfigMaps.
+  fields: new Set(['metadata.name', 'metadata.namespace']),
+  key: (cm) => configMapKey(cm.namespace, cm.name),
+  namespace: (cm) => cm.namespace,
+  fieldValue: (cm, field) => (field === 'metadata.name' ? cm.name : cm.namespace),
+  serialize(cm, rv) {
+    const body: Record<string, unknown> = { metadata: { name: cm.name, namespace: cm.namespace, uid: cm.uid, resourceVersion: String(rv) } };
+    // omitempty, as the apiserver: a ConfigMap without data has no `data` field.
+    if (Object.keys(cm.data).length > 0) body.data = { ...cm.data };
+    return body;
+  },
+};
+
+function configMapKey(namespace: string, name: string): string {
+  return `${namespace}/${name}`;
+}
 
 export async function startFakeApiServer(options: FakeApiServerOptions): Promise<FakeApiServer> {
   const fake = new FakeApiServerImpl(options);
@@ -110,40 +177,19 @@ export async function startFakeApiServer(options: FakeApiServerOptions): Promise
 }
 
 /** Parses `a=b,c!=d` the way the apiserver does for the fields it supports; throws on anything else. */
-function parseFieldSelector(raw: string | undefined): FieldTerm[] {
+function parseFieldSelector(raw: string | undefined, supported: ReadonlySet<string>): FieldTerm[] {
   if (raw === undefined || raw === '') return [];
   return raw.split(',').map((part) => {
     const match = /^([^=!]+)(==|!=|=)(.*)$/.exec(part.trim());
     if (!match) throw new Error(`invalid field selector term ${JSON.stringify(part)}`);
     const [, field = '', op, value = ''] = match;
-    if (!SUPPORTED_FIELDS.has(field)) throw new Error(`field label not supported: ${field}`);
+    if (!supported.has(field)) throw new Error(`field label not supported: ${field}`);
     return { field, value, negate: op === '!=' };
   });
 }
 
-function fieldValue(pod: FakePod, field: string): string {
-  switch (field) {
-    case 'spec.nodeName':
-      return pod.nodeName;
-    case 'metadata.name':
-      return pod.name;
-    case 'metadata.namespace':
-      return pod.namespace;
-    case 'status.podIP':
-      return pod.podIP ?? '';
-    default:
-      return pod.serviceAccountName ?? 'default';
-  }
-}
-
-function matches(pod: FakePod, namespace: string | undefined, selector: readonly FieldTerm[]): boolean {
-  if (namespace !== undefined && pod.namespace !== namespace) return false;
-  return selector.every((t) => (fieldValue(pod, t.field) === t.value) !== t.negate);
-}
-
 /** Real V1Pod JSON shape (omitempty semantics for optional fields). */
-function serializePod(record: PodRecord, withTypeMeta: boolean): Record<string, unknown> {
-  const { pod, rv } = record;
+function serializePod(pod: FakePod, rv: number): Record<string, unknown> {
   const spec: Record<string, unknown> = {
     nodeName: pod.nodeName,
     serviceAccountName: pod.serviceAccountName ?? 'default',
@@ -155,21 +201,115 @@ function serializePod(record: PodRecord, withTypeMeta: boolean): Record<string, 
     status.podIP = pod.podIP;
     status.podIPs = [{ ip: pod.podIP }];
   }
-  const body = { metadata: { name: pod.name, namespace: pod.namespace, uid: pod.uid, resourceVersion: String(rv) }, spec, status };
-  return withTypeMeta ? { kind: 'Pod', apiVersion: 'v1', ...body } : body;
+  return { metadata: { name: pod.name, namespace: pod.namespace, uid: pod.uid, resourceVersion: String(rv) }, spec, status };
 }
 
 /**
- * What a watcher with this selector sees for a change: a pod moving into the
- * selector is ADDED, out of it DELETED (as the real apiserver's filtered watch does).
+ * One kind's objects, change log and open watches, and its list/watch endpoint.
+ * resourceVersions come from the server, which shares one counter between kinds.
  */
-function classify(w: Pick<OpenWatch, 'namespace' | 'selector'>, ev: ChangeEvent): WatchEventType | undefined {
-  const was = ev.before !== undefined && matches(ev.before.pod, w.namespace, w.selector);
-  const is = ev.after !== undefined && matches(ev.after.pod, w.namespace, w.selector);
-  if (!was && is) return 'ADDED';
-  if (was && is) return 'MODIFIED';
-  if (was && !is) return 'DELETED';
-  return undefined;
+class Collection<T> {
+  readonly spec: KindSpec<T>;
+  readonly watches = new Set<OpenWatch>();
+  readonly #records = new Map<string, StoredRecord<T>>();
+  readonly #log: ChangeEvent<T>[] = [];
+  readonly #path: RegExp;
+
+  constructor(spec: KindSpec<T>) {
+    this.spec = spec;
+    this.#path = new RegExp(`^/api/v1/(?:namespaces/([^/]+)/)?${spec.resource}$`);
+  }
+
+  get(key: string): T | undefined {
+    return this.#records.get(key)?.obj;
+  }
+
+  /** The namespace part of a path this collection serves (undefined: all namespaces), or null when it does not serve it. */
+  matchPath(pathname: string): { namespace: string | undefined } | null {
+    const m = this.#path.exec(pathname);
+    if (!m) return null;
+    return { namespace: m[1] === undefined ? undefined : decodeURIComponent(m[1]) };
+  }
+
+  // Every mutation is logged for watch replay and pushed to the open watches it concerns.
+  change(rv: number, key: string, obj: T | undefined): void {
+    const before = this.#records.get(key);
+    const after = obj === undefined ? undefined : { obj, rv };
+    if (after) this.#records.set(key, after);
+    else this.#records.delete(key);
+    const ev: ChangeEvent<T> = { rv, before, after };
+    this.#log.push(ev);
+    for (const w of this.watches) this.#deliver(w, ev);
+  }
+
+  serve(res: ServerResponse, namespace: string | undefined, query: Record<string, string>, currentRv: number): void {
+    let selector: FieldTerm[];
+    try {
+      selector = parseFieldSelector(query.fieldSelector, this.spec.fields);
+      // Fake objects carry no labels; silently matching nothing would hide test mistakes.
+      if (query.labelSelector) throw new Error('labelSelector is not supported by the fake apiserver');
+    } catch (err) {
+      sendJson(res, 400, statusBody(400, 'BadRequest', (err as Error).message));
+      return;
+    }
+    if (query.watch === 'true' || query.watch === '1') {
+      this.#openWatch(res, { res, namespace, selector, bookmarks: query.allowWatchBookmarks === 'true' }, query);
+      return;
+    }
+    const items = [...this.#records.values()].filter((r) => this.#matches(r.obj, namespace, selector)).map((r) => this.spec.serialize(r.obj, r.rv));
+    sendJson(res, 200, { kind: `${this.spec.kind}List`, apiVersion: 'v1', metadata: { resourceVersion: String(currentRv) }, items });
+  }
+
+  sendBookmarks(currentRv: number): void {
+    const object = { kind: this.spec.kind, apiVersion: 'v1', metadata: { resourceVersion: String(currentRv) } };
+    const line = `${JSON.stringify({ type: 'BOOKMARK', object })}\n`;
+    for (const w of this.watches) if (w.bookmarks) w.res.write(line);
+  }
+
+  #matches(obj: T, namespace: string | undefined, selector: readonly FieldTerm[]): boolean {
+    if (namespace !== undefined && this.spec.namespace(obj) !== namespace) return false;
+    return selector.every((t) => (this.spec.fieldValue(obj, t.field) === t.value) !== t.negate);
+  }
+
+  /**
+   * What a watcher with this selector sees for a change: an object moving into the
+   * selector is ADDED, out of it DELETED (as the real apiserver's filtered watch does).
+   */
+  #classify(w: OpenWatch, ev: ChangeEvent<T>): WatchEventType | undefined {
+    const was = ev.before !== undefined && this.#matches(ev.before.obj, w.namespace, w.selector);
+    const is = ev.after !== undefined && this.#matches(ev.after.obj, w.namespace, w.selector);
+    if (!was && is) return 'ADDED';
+    if (was && is) return 'MODIFIED';
+    if (was && !is) return 'DELETED';
+    return undefined;
+  }
+
+  #deliver(w: OpenWatch, ev: ChangeEvent<T>): void {
+    const type = this.#classify(w, ev);
+    // The object is its state as of this change (for DELETED: its final state).
+    const obj = ev.after?.obj ?? ev.before?.obj;
+    if (type === undefined || obj === undefined) return;
+    const object = { kind: this.spec.kind, apiVersion: 'v1', ...this.spec.serialize(obj, ev.rv) };
+    w.res.write(`${JSON.stringify({ type, object })}\n`);
+  }
+
+  #openWatch(res: ServerResponse, w: OpenWatch, query: Record<string, string>): void {
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    // Clients await response headers before consuming the stream.
+    res.flushHeaders();
+    this.watches.add(w);
+    res.on('close', () => this.watches.delete(w));
+    const since = Number(query.resourceVersion ?? '0');
+    if (!since) {
+      // No resourceVersion: like the apiserver, start with synthetic ADDED events for current state.
+      for (const r of this.#records.values()) this.#deliver(w, { rv: r.rv, before: undefined, after: r });
+    } else {
+      // Replay what happened after the client's list so nothing is lost between list and watch.
+      for (const ev of this.#log) if (ev.rv > since) this.#deliver(w, ev);
+    }
+    const timeout = Number(query.timeoutSeconds ?? '0');
+    if (timeout > 0) setTimeout(() => res.end(), timeout * 1000).unref();
+  }
 }
 
 function statusBody(code: number, reason: string, message: string): Record<string, unknown> {
@@ -188,9 +328,6 @@ async function readBody(req: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-// Pod list/watch paths: /api/v1/pods and /api/v1/namespaces/{ns}/pods.
-const PODS_PATH = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?pods$/;
-
 class FakeApiServerImpl implements FakeApiServer {
   readonly token = `fake-apiserver-${randomBytes(16).toString('hex')}`;
   readonly requests: RecordedRequest[] = [];
@@ -198,10 +335,10 @@ class FakeApiServerImpl implements FakeApiServer {
   #url = '';
   #options: FakeApiServerOptions;
   #jwks: { keys: object[] };
-  #pods = new Map<string, PodRecord>();
-  #log: ChangeEvent[] = [];
+  #pods = new Collection(PODS);
+  #configMaps = new Collection(CONFIG_MAPS);
+  #collections = [this.#pods, this.#configMaps] as const;
   #rv = 1;
-  #watches = new Set<OpenWatch>();
   #down: DownMode | undefined;
   #server = createServer((req, res) => void this.#handle(req, res));
   #bookmarkTimer: ReturnType<typeof setInterval> | undefined;
@@ -217,7 +354,9 @@ class FakeApiServerImpl implements FakeApiServer {
   }
 
   get openWatches(): number {
-    return this.#watches.size;
+    let open = 0;
+    for (const c of this.#collections) open += c.watches.size;
+    return open;
   }
 
   get resourceVersion(): string {
@@ -233,7 +372,9 @@ class FakeApiServerImpl implements FakeApiServer {
     this.#url = `http://127.0.0.1:${port}`;
     const interval = this.#options.bookmarkIntervalMs ?? 1000;
     if (interval > 0) {
-      this.#bookmarkTimer = setInterval(() => this.#sendBookmarks(), interval);
+      this.#bookmarkTimer = setInterval(() => {
+        for (const c of this.#collections) c.sendBookmarks(this.#rv);
+      }, interval);
       // A forgotten close() must not keep the test process alive.
       this.#bookmarkTimer.unref();
     }
@@ -258,20 +399,31 @@ class FakeApiServerImpl implements FakeApiServer {
   }
 
   addPod(pod: FakePod): void {
-    if (this.#pods.has(pod.uid)) throw new Error(`pod uid ${pod.uid} already exists`);
-    this.#change(undefined, { ...pod });
+    if (this.#pods.get(pod.uid)) throw new Error(`pod uid ${pod.uid} already exists`);
+    this.#pods.change(++this.#rv, pod.uid, { ...pod });
   }
 
   updatePod(pod: FakePod): void {
-    const before = this.#pods.get(pod.uid);
-    if (!before) throw new Error(`pod uid ${pod.uid} does not exist`);
-    this.#change(before, { ...pod });
+    if (!this.#pods.get(pod.uid)) throw new Error(`pod uid ${pod.uid} does not exist`);
+    this.#pods.change(++this.#rv, pod.uid, { ...pod });
   }
 
   deletePod(uid: string): void {
-    const before = this.#pods.get(uid);
-    if (!before) throw new Error(`pod uid ${uid} does not exist`);
-    this.#change(before, undefined);
+    if (!this.#pods.get(uid)) throw new Error(`pod uid ${uid} does not exist`);
+    this.#pods.change(++this.#rv, uid, undefined);
+  }
+
+  setConfigMap(namespace: string, name: string, data: Record<string, string>): void {
+    const key = configMapKey(namespace, name);
+    // Like the apiserver, a ConfigMap keeps its uid across updates and gets a new one when re-created.
+    const uid = this.#configMaps.get(key)?.uid ?? randomUUID();
+    this.#configMaps.change(++this.#rv, key, { namespace, name, uid, data: { ...data } });
+  }
+
+  deleteConfigMap(namespace: string, name: string): void {
+    const key = configMapKey(namespace, name);
+    if (!this.#configMaps.get(key)) throw new Error(`ConfigMap ${key} does not exist`);
+    this.#configMaps.change(++this.#rv, key, undefined);
   }
 
   setDown(down: boolean, mode?: DownMode): void {
@@ -281,8 +433,10 @@ class FakeApiServerImpl implements FakeApiServer {
     }
     this.#down = mode ?? this.#options.downMode ?? 'destroy';
     // An outage kills streams mid-flight; clients see a broken body, not a clean end.
-    for (const w of this.#watches) w.res.destroy();
-    this.#watches.clear();
+    for (const c of this.#collections) {
+      for (const w of c.watches) w.res.destroy();
+      c.watches.clear();
+    }
   }
 
   close(): Promise<void> {
@@ -292,38 +446,14 @@ class FakeApiServerImpl implements FakeApiServer {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#bookmarkTimer);
-    for (const w of this.#watches) w.res.end();
-    this.#watches.clear();
+    for (const c of this.#collections) {
+      for (const w of c.watches) w.res.end();
+      c.watches.clear();
+    }
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     // Keep-alive sockets from client dispatchers would otherwise hold close() open.
     this.#server.closeAllConnections();
     await closed;
-  }
-
-  // Every mutation gets the next resourceVersion, is logged for watch replay,
-  // and is pushed to the open watches it concerns.
-  #change(before: PodRecord | undefined, pod: FakePod | undefined): void {
-    const rv = ++this.#rv;
-    const after = pod ? { pod, rv } : undefined;
-    if (after) this.#pods.set(after.pod.uid, after);
-    else if (before) this.#pods.delete(before.pod.uid);
-    const ev: ChangeEvent = { rv, before, after };
-    this.#log.push(ev);
-    for (const w of this.#watches) this.#deliver(w, ev);
-  }
-
-  #deliver(w: OpenWatch, ev: ChangeEvent): void {
-    const type = classify(w, ev);
-    // The object is the pod's state as of this change (for DELETED: its final state).
-    const pod = ev.after?.pod ?? ev.before?.pod;
-    if (type === undefined || pod === undefined) return;
-    w.res.write(`${JSON.stringify({ type, object: serializePod({ pod, rv: ev.rv }, true) })}\n`);
-  }
-
-  #sendBookmarks(): void {
-    const object = { kind: 'Pod', apiVersion: 'v1', metadata: { resourceVersion: String(this.#rv) } };
-    const line = `${JSON.stringify({ type: 'BOOKMARK', object })}\n`;
-    for (const w of this.#watches) if (w.bookmarks) w.res.write(line);
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -366,10 +496,14 @@ class FakeApiServerImpl implements FakeApiServer {
       await this.#tokenReview(req, res);
       return;
     }
-    const pods = PODS_PATH.exec(url.pathname);
-    if (method === 'GET' && pods) {
-      this.#podsEndpoint(res, pods[1] === undefined ? undefined : decodeURIComponent(pods[1]), query);
-      return;
+    if (method === 'GET') {
+      for (const collection of this.#collections) {
+        const served = collection.matchPath(url.pathname);
+        if (served) {
+          collection.serve(res, served.namespace, query, this.#rv);
+          return;
+        }
+      }
     }
     sendJson(res, 404, statusBody(404, 'NotFound', `the fake apiserver does not serve ${method} ${url.pathname}`));
   }
@@ -382,42 +516,6 @@ class FakeApiServerImpl implements FakeApiServer {
       subject_types_supported: ['public'],
       id_token_signing_alg_values_supported: ['RS256'],
     };
-  }
-
-  #podsEndpoint(res: ServerResponse, namespace: string | undefined, query: Record<string, string>): void {
-    let selector: FieldTerm[];
-    try {
-      selector = parseFieldSelector(query.fieldSelector);
-      // Fake pods carry no labels; silently matching nothing would hide test mistakes.
-      if (query.labelSelector) throw new Error('labelSelector is not supported by the fake apiserver');
-    } catch (err) {
-      sendJson(res, 400, statusBody(400, 'BadRequest', (err as Error).message));
-      return;
-    }
-    if (query.watch === 'true' || query.watch === '1') {
-      this.#openWatch(res, { res, namespace, selector, bookmarks: query.allowWatchBookmarks === 'true' }, query);
-      return;
-    }
-    const items = [...this.#pods.values()].filter((r) => matches(r.pod, namespace, selector)).map((r) => serializePod(r, false));
-    sendJson(res, 200, { kind: 'PodList', apiVersion: 'v1', metadata: { resourceVersion: String(this.#rv) }, items });
-  }
-
-  #openWatch(res: ServerResponse, w: OpenWatch, query: Record<string, string>): void {
-    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
-    // Clients await response headers before consuming the stream.
-    res.flushHeaders();
-    this.#watches.add(w);
-    res.on('close', () => this.#watches.delete(w));
-    const since = Number(query.resourceVersion ?? '0');
-    if (!since) {
-      // No resourceVersion: like the apiserver, start with synthetic ADDED events for current state.
-      for (const r of this.#pods.values()) this.#deliver(w, { rv: r.rv, before: undefined, after: r });
-    } else {
-      // Replay what happened after the client's list so nothing is lost between list and watch.
-      for (const ev of this.#log) if (ev.rv > since) this.#deliver(w, ev);
-    }
-    const timeout = Number(query.timeoutSeconds ?? '0');
-    if (timeout > 0) setTimeout(() => res.end(), timeout * 1000).unref();
   }
 
   async #tokenReview(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -1,0 +1,135 @@
+// A cluster outside EKS, on loopback: a token issuer, a fake API server that publishes its keys
+// and lists node-a's pods, an STS emulator, an associations file, and an agent with --upstream sts.
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
+import type { Test } from 'tap';
+import { type Agent, buildAgent } from '../../src/agent.ts';
+import { parseServerArgs } from '../../src/config.ts';
+import { type StsEmulator, type StsRole, startStsEmulator } from '../../src/emulator/sts-emulator.ts';
+import { type TokenIssuer, createTokenIssuer } from '../../src/emulator/token-issuer.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import type { RetryPolicy } from '../../src/upstream/retry.ts';
+import { type FakeApiServer, type FakePod, startFakeApiServer } from './fake-apiserver.ts';
+import { NODE_CREDENTIALS, type Reply, type RequestOptions, sendRequest } from './harness.ts';
+import { type LogAudit, createLogAudit } from './log-audit.ts';
+
+export const NODE = 'node-a';
+export const APP_ROLE = 'arn:aws:iam::111122223333:role/app';
+
+export interface StsClusterOptions {
+  /** The associations file's entries; `undefined` for no file at all. */
+  readonly associations?: readonly object[] | undefined;
+  readonly roles?: Record<string, StsRole>;
+  readonly args?: readonly string[];
+  readonly retry?: RetryPolicy;
+  /** Pass the emulator as --endpoint (default); false leaves STS to the SDK's resolution. */
+  readonly endpointFlag?: boolean;
+  /** Runs once the emulator listens, before the agent is built. */
+  readonly beforeAgent?: (sts: StsEmulator) => void;
+}
+
+export interface StsCluster {
+  readonly agent: Agent;
+  readonly sts: StsEmulator;
+  readonly api: FakeApiServer;
+  readonly issuer: TokenIssuer;
+  readonly audit: LogAudit;
+  readonly associationsFile: string;
+  /** `http://127.0.0.1:PORT/v1/credentials` */
+  readonly credentialsUrl: string;
+  /** Replaces the associations file (by rename, as the kubelet and editors do). */
+  writeAssociations(entries: readonly object[]): Promise<void>;
+  /** A pod on node-a at 127.0.0.1, listed by the API server. */
+  addPod(name: string, serviceAccount?: string, namespace?: string): FakePod;
+  token(pod: FakePod): Promise<string>;
+  /** One request as the pod; waits out the moment before the agent has listed the node's pods. */
+  request(pod: FakePod, options?: RequestOptions): Promise<Reply>;
+  send(options: RequestOptions): Promise<Reply>;
+}
+
+export async function startStsCluster(t: Test, options: StsClusterOptions = {}): Promise<StsCluster> {
+  const dir = await mkdtemp(join(tmpdir(), 'pia-sts-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const audit = createLogAudit();
+  audit.secrets.add(NODE_CREDENTIALS.secretAccessKey);
+  const issuer = await createTokenIssuer();
+  const api = await startFakeApiServer({ issuer: issuer.issuer, jwks: await issuer.jwks(), bookmarkIntervalMs: 200 });
+  t.teardown(() => api.close());
+  await api.writeKubeconfig(join(dir, 'kubeconfig'));
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromFile(join(dir, 'kubeconfig'));
+  const sts = await startStsEmulator({ callerCredentials: [NODE_CREDENTIALS], region: 'us-west-2', roles: options.roles ?? { [APP_ROLE]: {} }, accountId: '444455556666' });
+  t.teardown(() => sts.close());
+
+  const associationsFile = join(dir, 'associations.yaml');
+  const writeAssociations = async (entries: readonly object[]) => {
+    await writeFile(`${associationsFile}.next`, JSON.stringify({ associations: entries }));
+    await rename(`${associationsFile}.next`, associationsFile);
+  };
+  if (options.associations !== undefined) await writeAssociations(options.associations);
+  options.beforeAgent?.(sts);
+  const parsed = parseServerArgs(
+    [
+      ...['--cluster-name', 'lab', '--region', 'us-west-2', '--upstream', 'sts', '--token-verification', 'jwks', '--node-name', NODE, '--state-dir', join(dir, 'state')],
+      ...(options.endpointFlag === false ? [] : ['--endpoint', sts.url]),
+      ...(options.associations === undefined ? [] : ['--associations', associationsFile]),
+      ...['--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '-v', 'debug'],
+      ...(options.args ?? []),
+    ],
+    {},
+  );
+  const agent = buildAgent(parsed.config!, {
+    logger: createLogger({ level: 'debug', destination: audit.sink }),
+    credentialProvider: async () => NODE_CREDENTIALS,
+    kubernetes: { kubeConfig, source: 'KUBECONFIG' },
+    ...(options.retry === undefined ? {} : { retry: options.retry }),
+  });
+  const addresses = await agent.listen();
+  t.teardown(async () => {
+    await agent.close();
+    audit.assertClean();
+  });
+  const port = addresses.credentials[0]!.port;
+  const send = (requestOptions: RequestOptions) => sendRequest(port, requestOptions, audit);
+  const token = async (pod: FakePod) => {
+    const jwt = await issuer.issue({ namespace: pod.namespace, serviceAccount: pod.serviceAccountName ?? 'default', podName: pod.name, podUid: pod.uid });
+    audit.secrets.add(jwt);
+    return jwt;
+  };
+  return {
+    agent,
+    sts,
+    api,
+    issuer,
+    audit,
+    associationsFile,
+    credentialsUrl: `http://127.0.0.1:${port}/v1/credentials`,
+    writeAssociations,
+    addPod(name, serviceAccount = 'app', namespace = 'default') {
+      const pod: FakePod = { namespace, name, uid: `uid-${name}`, nodeName: NODE, podIP: '127.0.0.1', serviceAccountName: serviceAccount };
+      api.addPod(pod);
+      return pod;
+    },
+    token,
+    async request(pod, requestOptions = {}) {
+      const authorization = await token(pod);
+      for (let attempt = 0; ; attempt += 1) {
+        const reply = await send({ authorization, ...requestOptions });
+        if ((reply.json?.Code !== 'PodListUnavailable' && reply.json?.Code !== 'PodNotOnNode') || attempt >= 100) return reply;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    },
+    send,
+  };
+}
+
+export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
