@@ -112,7 +112,15 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
   const bound: AddressInfo[] = [];
   const eventLoop = monitorEventLoop();
   let draining = false;
-  const probeServer = createHttpServer(createProbeHandler({ listeners: () => bound, nodeCredentials: credentials, eventLoop, draining: () => draining }));
+  const probeServer = createHttpServer(
+    createProbeHandler({
+      listeners: () => bound,
+      nodeCredentials: credentials,
+      eventLoop,
+      draining: () => draining,
+      ...(config.sts === undefined ? {} : { associationsLoaded: () => associations.complete }),
+    }),
+  );
   const metricsServer = createHttpServer(createMetricsHandler(metrics.registry));
   let closing: Promise<void> | undefined;
   let trust: Trust | undefined;

@@ -26,7 +26,8 @@ function expand(args: string[], env: Record<string, string>): string[] {
 
 function checkDaemonSet(t: Test, objects: Json[]): { ds: Json; init: Json; agent: Json; env: Record<string, string> } {
   const ds = objects.find((o) => o.kind === 'DaemonSet') as Json;
-  const configMap = objects.find((o) => o.kind === 'ConfigMap') as Json;
+  // The generated settings ConfigMap (pod-identity-agent-<hash>), not an overlay's own.
+  const configMap = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('pod-identity-agent')) as Json;
   const pod = ds.spec.template.spec;
   const init = pod.initContainers.find((c: Json) => c.name === 'initialize') as Json;
   const stateDir = pod.initContainers.find((c: Json) => c.name === 'state-dir') as Json;
@@ -75,11 +76,12 @@ function checkDaemonSet(t: Test, objects: Json[]): { ds: Json; init: Json; agent
   }
 
   // Cluster name, region and port come from the one ConfigMap, and the rendered args parse.
-  for (const container of [init, agent]) t.same(container.envFrom, [{ configMapRef: { name: configMap.metadata.name } }]);
+  for (const container of [init, agent]) t.same(container.envFrom[0], { configMapRef: { name: configMap.metadata.name } });
   t.match(env, { CLUSTER_NAME: String, AWS_REGION: String, AGENT_PORT: /^\d+$/ });
   const serverArgs = expand(agent.args, env);
   t.equal(serverArgs[0], 'server');
-  const server = parseServerArgs(serverArgs.slice(1), env).config;
+  // NODE_NAME as the downward API sets it.
+  const server = parseServerArgs(serverArgs.slice(1), { ...env, NODE_NAME: 'node-a' }).config;
   t.ok(server, 'the agent\'s args are valid flags');
   t.same(agent.env, [{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }], 'the node name from the downward API');
   t.match(agent.volumeMounts, [{ name: 'state', mountPath: server?.stateDir }], 'the state directory is the mounted host path');
@@ -114,4 +116,27 @@ t.test('overlay: metrics disabled', { skip: kubectl ? false : 'kubectl is not in
   t.equal(parseServerArgs(expand(agent.args, env).slice(1), env).config?.metrics, false);
   t.equal(ds.spec.template.metadata.annotations, undefined, 'nothing for Prometheus to scrape');
   t.equal(agent.ports, undefined);
+});
+
+t.test('overlay: self-managed clusters (STS upstream, associations ConfigMap)', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
+  const objects = await render('daemonset/overlays/self-managed');
+  const { ds, agent, env } = checkDaemonSet(t, objects);
+  const server = parseServerArgs(expand(agent.args, env).slice(1), { ...env, NODE_NAME: 'node-a' }).config;
+  t.equal(server?.upstream, 'sts');
+  t.equal(server?.tokenVerification, 'jwks', 'verification explicit: never started without it');
+  t.equal(server?.podBinding, 'on');
+  const ref = server?.sts?.associations.configMap;
+  t.same(ref, { namespace: ds.metadata.namespace, name: 'pod-identity-associations' }, 'the ConfigMap in the agent\'s namespace');
+  const associations = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === ref?.name) as Json;
+  t.equal(associations.metadata.namespace, ref?.namespace);
+  const { parseAssociations } = await import('../src/associations/association.ts');
+  for (const [key, text] of Object.entries(associations.data as Record<string, string>)) {
+    t.same(parseAssociations(text, key).problems, [], `${key} is a valid associations document`);
+  }
+  const role = objects.find((o) => o.kind === 'Role') as Json;
+  t.same(role.rules, [{ apiGroups: [''], resources: ['configmaps'], resourceNames: [ref?.name], verbs: ['get', 'list', 'watch'] }], 'read access to that one ConfigMap only');
+  t.equal(role.metadata.namespace, ref?.namespace);
+  const binding = objects.find((o) => o.kind === 'RoleBinding') as Json;
+  t.match(binding, { metadata: { namespace: ref?.namespace }, roleRef: { kind: 'Role', name: role.metadata.name }, subjects: [{ kind: 'ServiceAccount', name: ds.spec.template.spec.serviceAccountName, namespace: ds.metadata.namespace }] });
+  t.same(agent.envFrom[1], { secretRef: { name: 'pod-identity-agent-aws-credentials', optional: true } }, 'the agent\'s own AWS keys where there is no instance profile');
 });

@@ -539,8 +539,13 @@ t.test('watchConfigMap: a ConfigMap present at the start is reported with its da
   api.setConfigMap('agent', 'present', { role: 'changed' });
   await waitForData(w, { role: 'changed' }, 'change');
   t.notOk(w.seen.includes(undefined), 'never reported absent');
-  t.same(w.seen.at(0), { role: 'arn:aws:iam::111122223333:role/x' });
-  t.comment('SEEN ' + JSON.stringify(w.seen));
+  const distinct = w.seen.filter((d, i) => i === 0 || !isDeepStrictEqual(d, w.seen[i - 1]));
+  t.same(distinct, [{ role: 'arn:aws:iam::111122223333:role/x' }, { role: 'changed' }]);
+  // startInformer hands listed objects to onUpsert itself and also subscribes onUpsert to the
+  // ListWatch's 'add', which fires for the same listed objects right after: two calls for one list.
+  t.same(w.seen, [{ role: 'arn:aws:iam::111122223333:role/x' }, { role: 'changed' }], {
+    todo: 'src/k8s/informer.ts reports each listed object twice',
+  });
 });
 
 for (const mode of ['destroy', '503'] as const) {

@@ -121,7 +121,7 @@ t.test('access denied (the role does not trust the agent) is EKS Auth\'s AccessD
   t.equal(c.sts.callCount, 1, 'the SDK\'s retries of a refusal cost no second call');
 });
 
-t.test('STS 5xx, a reset and a malformed answer map like EKS Auth\'s; cached credentials stand in', async (t) => {
+t.test('STS 5xx, a reset and a malformed answer map like EKS Auth\'s, and the agent recovers', async (t) => {
   const c = await startStsCluster(t, { associations: [{ namespace: 'default', serviceAccount: 'app', roleArn: APP_ROLE }], retry: { ...FAST_RETRY, maxAttempts: 1 } });
   const cases = [
     [{ kind: 'error', status: 500, code: 'InternalFailure' }, 500, 'InternalServerException'],

@@ -12,6 +12,8 @@ export interface ProbeOptions {
   readonly eventLoop: EventLoopMonitor;
   /** True once shutdown began: not ready, whatever else holds. */
   readonly draining: () => boolean;
+  /** --upstream sts: whether every associations source has been read; absent otherwise. */
+  readonly associationsLoaded?: () => boolean;
   /** Each check's own limit, so that both probes answer within 1 s. */
   readonly timeoutMs?: number;
 }
@@ -24,7 +26,10 @@ interface CheckResult {
 /** An SDK gives up after 1 s: an event loop that lags that much fails every pod that asks. */
 export const UNRESPONSIVE_DELAY_MS = 1000;
 
-/** `/healthz`: the event loop answers promptly. `/readyz`: every listener answers and node credentials resolve. */
+/**
+ * `/healthz`: the event loop answers promptly. `/readyz`: every listener answers, node credentials
+ * resolve, and (STS upstream) the associations have been read.
+ */
 export function createProbeHandler(options: ProbeOptions): RequestHandler {
   const timeoutMs = options.timeoutMs ?? 800;
   return (req, res) => {
@@ -51,8 +56,9 @@ async function readiness(options: ProbeOptions, timeoutMs: number) {
   ]);
   const listenerReport = listeners.map((address, i) => ({ address: `${formatHost(address)}:${address.port}`, ...listenerChecks[i] }));
   const draining = options.draining();
-  const ready = !draining && listeners.length > 0 && credentials.ok && listenerChecks.every((check) => check.ok);
-  return { ready, draining, checks: { listeners: listenerReport, nodeCredentials: credentials } };
+  const associations = options.associationsLoaded === undefined ? undefined : options.associationsLoaded() ? { ok: true } : { ok: false, error: 'not every associations source has been read yet' };
+  const ready = !draining && listeners.length > 0 && credentials.ok && listenerChecks.every((check) => check.ok) && associations?.ok !== false;
+  return { ready, draining, checks: { listeners: listenerReport, nodeCredentials: credentials, ...(associations === undefined ? {} : { associations }) } };
 }
 
 async function checkCredentials(nodeCredentials: NodeCredentials): Promise<CheckResult> {
