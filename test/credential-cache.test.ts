@@ -335,3 +335,15 @@ t.test('an association change drops the affected identities\' credentials and ev
   t.equal((await settle(cache.get(tokenFor('a', DAY, 'uid-a', 'app')), () => upstream.succeed(HOUR))).outcome, 'miss', 'asked anew');
   t.equal((await settle(cache.get(tokenFor('c', DAY, 'uid-c', 'unassociated')), () => upstream.succeed(HOUR))).outcome, 'miss', 'the refusal was forgotten: the new association may cover it');
 });
+
+t.test('a call in flight when the associations change answers but stores nothing (it may be for the old role)', async (t) => {
+  const { upstream, cache } = newCache();
+  const lookup = cache.get(tokenFor('a', DAY, 'uid-a'));
+  await tick();
+  cache.invalidate(() => true);
+  upstream.succeed(HOUR);
+  t.equal((await lookup).outcome, 'miss');
+  t.equal(cache.size, 0);
+  t.equal((await settle(cache.get(tokenFor('a', DAY, 'uid-a')), () => upstream.succeed(HOUR))).outcome, 'miss', 'the next request asks anew');
+  t.equal(cache.size, 1);
+});

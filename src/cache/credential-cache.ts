@@ -84,6 +84,8 @@ export class CredentialCache {
   readonly #negative: NegativeCache;
   readonly #budget: RenewalBudget;
   #renewing = 0;
+  /** Bumped by invalidate(): a call begun before an association changed may be for the old role. */
+  #generation = 0;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(options: CredentialCacheOptions) {
@@ -160,6 +162,7 @@ export class CredentialCache {
   invalidate(affected: (identity: VerifiedIdentity) => boolean): void {
     for (const [key, entry] of this.#entries) if (entry.identity !== undefined && affected(entry.identity)) this.#evict(key, 'association_changed');
     this.#negative.clear();
+    this.#generation += 1;
   }
 
   /** One pass: forget the dead, start due renewals within budget. Returns how many started. */
@@ -199,6 +202,7 @@ export class CredentialCache {
   }
 
   #fetch(key: string, request: EntryRequest, background: boolean): Promise<CredentialEntry> {
+    const generation = this.#generation;
     const call = this.#exchange
       .exchange({ token: request.token, identity: request.identity }, { singleAttempt: background })
       .then(
@@ -209,9 +213,11 @@ export class CredentialCache {
           }
           const entry = createEntry(request, result, now, this.#timing);
           entry.servedUntil = this.#entries.get(key)?.servedUntil ?? 0;
-          // The pod was deleted while its call was in flight: answer, but keep nothing to renew.
+          // The pod was deleted, or the associations changed, while the call was in flight: answer
+          // (the credentials are valid), but keep nothing that could outlive the change.
           const podUid = request.identity?.podUid;
-          if (podUid === undefined || !this.#deletedPods.has(podUid)) this.#store(key, entry);
+          const podGone = podUid !== undefined && this.#deletedPods.has(podUid);
+          if (!podGone && generation === this.#generation) this.#store(key, entry);
           return entry;
         },
         (caught: unknown) => {
