@@ -22,6 +22,8 @@ export interface Informer {
 }
 
 const MAX_RETRY_MS = 30_000;
+/** A watch that ran this long before failing was healthy: its failure starts the backoff afresh. */
+const HEALTHY_RUN_MS = 60_000;
 
 /**
  * List, then watch with bookmarks. client-node's ListWatch stops for good on any error but 410,
@@ -30,26 +32,47 @@ const MAX_RETRY_MS = 30_000;
 export function startInformer<T extends KubernetesObject>(options: InformerOptions<T>): Informer {
   let closed = false;
   let failures = 0;
+  let startedAt = Date.now();
   let retry: NodeJS.Timeout | undefined;
+  // The listed objects are reported by the list and again by ListWatch's add events: once is enough.
+  const seen = new Map<string, string | undefined>();
+  const upsert = (object: T) => {
+    if (closed) return;
+    const uid = object.metadata?.uid;
+    if (uid !== undefined && seen.has(uid) && seen.get(uid) === object.metadata?.resourceVersion) return;
+    if (uid !== undefined) seen.set(uid, object.metadata?.resourceVersion);
+    options.onUpsert(object);
+  };
+  const remove = (object: T) => {
+    if (closed) return;
+    const uid = object.metadata?.uid;
+    if (uid !== undefined) seen.delete(uid);
+    options.onDelete(object);
+  };
   const list = async () => {
     const listed = await options.list();
-    // Handed over here rather than through the informer's add events, which follow only after this returns.
-    for (const object of listed.items) options.onUpsert(object);
-    failures = 0;
+    // ListWatch cannot abort a list in flight: a close() meanwhile must not open the watch after it.
+    if (closed) throw new Error('informer closed');
+    for (const object of listed.items) upsert(object);
     return listed;
   };
   // Bookmarks keep the resource version fresh on a quiet collection; client-node does not ask for them itself.
   const informer = new ListWatch<T>(`${options.path}?allowWatchBookmarks=true`, new Watch(options.kubeConfig), list, false, undefined, options.fieldSelector);
-  informer.on('add', options.onUpsert);
-  informer.on('update', options.onUpsert);
-  informer.on('delete', options.onDelete);
+  informer.on('add', upsert);
+  informer.on('update', upsert);
+  informer.on('delete', remove);
   informer.on('error', (error: unknown) => {
     if (closed) return;
+    // A restart resumes the watch without listing again, so nothing else tells that it recovered.
+    if (Date.now() - startedAt > HEALTHY_RUN_MS) failures = 0;
     failures += 1;
     const base = options.retryBaseMs ?? 1000;
     const delay = Math.min(MAX_RETRY_MS, base * 2 ** (failures - 1)) * (0.5 + Math.random() / 2);
     options.logger.warn({ error: (error as Error).message, retryInMs: Math.round(delay) }, `watching ${options.what} failed; keeping what was last seen`);
-    retry = setTimeout(() => void informer.start(), delay);
+    retry = setTimeout(() => {
+      startedAt = Date.now();
+      void informer.start();
+    }, delay);
     retry.unref();
   });
   void informer.start();
