@@ -199,3 +199,46 @@ t.test('session names stay within STS\'s 64 characters and keep the whole UUID',
   t.equal(roleSessionName('c1', 'a-pod-name-that-is-very-long-indeed', uuid), `eks-c1-a-pod-name-that-is-v-${uuid}`);
   t.match(roleSessionName('c1', 'web'), /^eks-c1-web-[0-9a-f-]{36}$/);
 });
+
+t.test('associations from a ConfigMap watched through the API server, next to the file', async (t) => {
+  const fromConfigMap = 'arn:aws:iam::111122223333:role/from-configmap';
+  const c = await startStsCluster(t, {
+    associations: [{ namespace: 'default', serviceAccount: 'app', roleArn: APP_ROLE }],
+    roles: { [APP_ROLE]: {}, [fromConfigMap]: {} },
+    args: ['--associations-configmap', 'kube-system/pod-identity-associations'],
+  });
+  const worker = c.addPod('worker', 'worker', 'jobs');
+  t.equal((await c.request(worker)).json?.Code, 'ResourceNotFoundException', 'no ConfigMap yet: nothing for jobs/worker');
+  const ready = await fetch(c.readyzUrl).then((r) => r.json() as Promise<{ ready: boolean; checks: { associations?: unknown } }>);
+  t.match(ready, { ready: true, checks: { associations: { ok: true } } }, 'every source read: a missing ConfigMap counts as read, and empty');
+
+  c.api.setConfigMap('kube-system', 'pod-identity-associations', {
+    'team-jobs.yaml': `associations:\n  - namespace: jobs\n    serviceAccount: worker\n    roleArn: ${fromConfigMap}\n`,
+    'team-web.yaml': `associations:\n  - namespace: default\n    serviceAccount: app\n    roleArn: ${fromConfigMap}\n`,
+    'broken.yaml': 'associations: [',
+  });
+  await eventually(async () => (await c.request(worker)).status === 200, 'the ConfigMap\'s association', 8000);
+  t.equal(c.sts.calls.at(-1)?.roleArn, fromConfigMap);
+  t.match(c.audit.lines.find((l) => l.msg === 'association refused'), { problem: /configmap kube-system\/pod-identity-associations key team-web\.yaml entry 1 \(default\/app\): ignored, file .* entry 1 already associates this service account/ }, 'the file wins a duplicate, and says so');
+  t.match(c.audit.lines.find((l) => l.msg === 'associations could not be read; the last good ones stay in force'), { source: 'configmap kube-system/pod-identity-associations', error: /key broken\.yaml: not valid YAML or JSON/ });
+  t.equal((await c.request(c.addPod('web'))).status, 200);
+  t.equal(c.sts.calls.at(-1)?.roleArn, APP_ROLE, 'default/app keeps the file\'s role');
+
+  c.api.deleteConfigMap('kube-system', 'pod-identity-associations');
+  await eventually(async () => (await c.request(worker)).json?.Code === 'ResourceNotFoundException', 'the deleted ConfigMap\'s associations gone', 8000);
+  t.ok(c.api.requests.some((r) => r.path === '/api/v1/namespaces/kube-system/configmaps' && r.query.fieldSelector === 'metadata.name=pod-identity-associations'), 'only that ConfigMap is read');
+});
+
+t.test('until every associations source is read, an unknown service account is 503 AssociationsUnavailable, not a 404', async (t) => {
+  const { createStsClient } = await import('../src/upstream/sts-client.ts');
+  const { Agent } = await import('undici');
+  const dispatcher = new Agent();
+  t.teardown(() => dispatcher.destroy());
+  const lookup = { complete: false, find: () => undefined };
+  const client = createStsClient({ region: 'us-west-2', endpoint: new URL('http://127.0.0.1:9'), clusterName: 'lab', clusterArn: undefined, associations: lookup, credentials: async () => ({ accessKeyId: 'a', secretAccessKey: 'b' }), dispatcher, userAgent: 'test' });
+  const identity = { namespace: 'jobs', serviceAccount: 'worker', podName: 'w', podUid: 'u' };
+  await t.rejects(client.exchange({ token: 'x', identity }), { code: 'AssociationsUnavailable', status: 503, retryable: true });
+  lookup.complete = true;
+  await t.rejects(client.exchange({ token: 'x', identity }), { code: 'ResourceNotFoundException', status: 404, retryable: false });
+  await t.rejects(client.exchange({ token: 'x', identity: undefined }), { code: 'InternalError' }, 'never an unverified token');
+});

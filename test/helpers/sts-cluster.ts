@@ -27,7 +27,9 @@ export interface StsClusterOptions {
   /** Pass the emulator as --endpoint (default); false leaves STS to the SDK's resolution. */
   readonly endpointFlag?: boolean;
   /** Runs once the emulator listens, before the agent is built. */
-  readonly beforeAgent?: (sts: StsEmulator) => void;
+  readonly beforeAgent?: (sts: StsEmulator, api: FakeApiServer) => void;
+  /** Where issuer keys are kept; a fresh directory by default. */
+  readonly stateDir?: string;
 }
 
 export interface StsCluster {
@@ -39,6 +41,8 @@ export interface StsCluster {
   readonly associationsFile: string;
   /** `http://127.0.0.1:PORT/v1/credentials` */
   readonly credentialsUrl: string;
+  /** `http://127.0.0.1:PORT/readyz` */
+  readonly readyzUrl: string;
   /** Replaces the associations file (by rename, as the kubelet and editors do). */
   writeAssociations(entries: readonly object[]): Promise<void>;
   /** A pod on node-a at 127.0.0.1, listed by the API server. */
@@ -69,10 +73,10 @@ export async function startStsCluster(t: Test, options: StsClusterOptions = {}):
     await rename(`${associationsFile}.next`, associationsFile);
   };
   if (options.associations !== undefined) await writeAssociations(options.associations);
-  options.beforeAgent?.(sts);
+  options.beforeAgent?.(sts, api);
   const parsed = parseServerArgs(
     [
-      ...['--cluster-name', 'lab', '--region', 'us-west-2', '--upstream', 'sts', '--token-verification', 'jwks', '--node-name', NODE, '--state-dir', join(dir, 'state')],
+      ...['--cluster-name', 'lab', '--region', 'us-west-2', '--upstream', 'sts', '--token-verification', 'jwks', '--node-name', NODE, '--state-dir', options.stateDir ?? join(dir, 'state')],
       ...(options.endpointFlag === false ? [] : ['--endpoint', sts.url]),
       ...(options.associations === undefined ? [] : ['--associations', associationsFile]),
       ...['--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '-v', 'debug'],
@@ -106,6 +110,7 @@ export async function startStsCluster(t: Test, options: StsClusterOptions = {}):
     audit,
     associationsFile,
     credentialsUrl: `http://127.0.0.1:${port}/v1/credentials`,
+    readyzUrl: `http://127.0.0.1:${addresses.probe.port}/readyz`,
     writeAssociations,
     addPod(name, serviceAccount = 'app', namespace = 'default') {
       const pod: FakePod = { namespace, name, uid: `uid-${name}`, nodeName: NODE, podIP: '127.0.0.1', serviceAccountName: serviceAccount };
