@@ -83,7 +83,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     },
     onRetry: (error) => {
       metrics.upstreamRetries.inc({ code: 'code' in error ? String(error.code) : 'Error' });
-      logger.debug({ code: 'code' in error ? error.code : undefined, message: error.message }, `retrying ${config.upstream === 'sts' ? 'STS' : 'EKS Auth'} call`);
+      logger.debug({ code: 'code' in error ? error.code : undefined, message: error.message }, `retrying ${exchange.name} call`);
     },
   });
   const missLimiter = new MissLimiter(config.missLimits, now);
