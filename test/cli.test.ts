@@ -41,6 +41,8 @@ t.test('start-up fails fast with one clear line', async (t) => {
     ['bad port', ['server', '--cluster-name', 'c1', '--port', 'eighty'], region, /--port: "eighty" is not a port number/],
     ['unbindable IPv4 address', ['server', '--cluster-name', 'c1', '--bind-hosts', '192.0.2.1', '--port', '0', '--probe-port', '0', '--metrics-port', '0'], region, /cannot listen on 192\.0\.2\.1:0: EADDRNOTAVAIL/],
     ['unknown command', ['serve'], {}, /unknown command "serve"/],
+    ['STS without verification', ['server', '--cluster-name', 'c1', '--upstream', 'sts', '--associations', '/dev/null', '--token-verification', 'none'], region, /--upstream sts needs tokens verified locally/],
+    ['STS with no Kubernetes API to verify against', ['server', '--cluster-name', 'c1', '--upstream', 'sts', '--associations', '/dev/null', '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-port', '0'], region, /--upstream sts needs tokens verified locally, and they cannot be here/],
   ];
   for (const [name, args, env, message] of cases) {
     const result = await cli(args, env);
