@@ -22,7 +22,6 @@ import type { AttemptHooks } from './upstream/attempt-hooks.ts';
 import { createEksAuthClient } from './upstream/eks-auth-client.ts';
 import { type NodeCredentials, nodeCredentials } from './upstream/node-credentials.ts';
 import type { RetryPolicy } from './upstream/retry.ts';
-import { createStsClient } from './upstream/sts-client.ts';
 import type { CredentialExchange } from './upstream/types.ts';
 import { VERSION } from './version.ts';
 
@@ -71,7 +70,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     metrics.nodeCredentialsExpiry.set(identity.expiration === undefined ? 0 : identity.expiration.getTime() / 1000),
   );
   const associations = new PendingAssociations();
-  const exchange = createUpstream(config, {
+  const { exchange, loaded: upstreamLoaded } = createUpstream(config, {
     credentials,
     dispatcher,
     associations,
@@ -158,6 +157,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       try {
         const kube = deps.kubernetes === undefined ? loadKubeConfig() : (deps.kubernetes ?? undefined);
         trust = await setUpTrust({ config, kube, logger, onPodDeleted: (uid) => cache.forgetPod(uid) });
+        await upstreamLoaded;
         if (config.sts !== undefined) {
           if (trust.verifier === undefined) throw new Error('--upstream sts needs tokens verified locally, and they cannot be here (see the warning above): refusing to hand out roles to unverified callers');
           associations.use(
@@ -206,13 +206,21 @@ interface UpstreamParts extends AttemptHooks {
   readonly onRetry: (error: Error) => void;
 }
 
-/** EKS Auth, or STS with the agent's own associations: the cache and everything else sees only the exchange. */
-function createUpstream(config: Config, parts: UpstreamParts): CredentialExchange {
+/**
+ * EKS Auth, or STS with the agent's own associations: the cache and everything else sees only the
+ * exchange. `loaded` settles once the exchange can be used (listen() waits for it).
+ */
+function createUpstream(config: Config, parts: UpstreamParts): { exchange: CredentialExchange; loaded: Promise<unknown> } {
   const userAgent = `pod-identity-agent/${VERSION}`;
-  if (config.sts !== undefined) {
-    return createStsClient({ ...parts, region: config.region, endpoint: config.sts.endpoint, clusterName: config.clusterName, clusterArn: config.sts.clusterArn, userAgent });
+  const { sts } = config;
+  if (sts === undefined) {
+    return { exchange: createEksAuthClient({ ...parts, endpoint: config.endpoint.url, region: config.region, clusterName: config.clusterName, userAgent }), loaded: Promise.resolve() };
   }
-  return createEksAuthClient({ ...parts, endpoint: config.endpoint.url, region: config.region, clusterName: config.clusterName, userAgent });
+  // Imported only in this mode: the STS client would cost an EKS Auth agent about 7 MB for nothing.
+  const client = import('./upstream/sts-client.ts').then(({ createStsClient }) =>
+    createStsClient({ ...parts, region: config.region, endpoint: sts.endpoint, clusterName: config.clusterName, clusterArn: sts.clusterArn, userAgent }),
+  );
+  return { exchange: { name: 'STS', exchange: async (request, options) => (await client).exchange(request, options) }, loaded: client };
 }
 
 /** The associations, known only once listen() has read them; until then nothing is found and nothing is complete. */
