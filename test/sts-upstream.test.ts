@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { fromHttp } from '@aws-sdk/credential-providers';
 import t from 'tap';
 import { createTokenIssuer } from '../src/emulator/token-issuer.ts';
@@ -48,6 +50,28 @@ t.test('the real JS SDK reads the STS-backed credentials like EKS Pod Identity o
   const credentials = await fromHttp({ awsContainerCredentialsFullUri: c.credentialsUrl, awsContainerAuthorizationToken: await c.token(pod) })();
   t.match(credentials.accessKeyId, /^ASIA/);
   t.ok(credentials.expiration !== undefined && credentials.expiration.getTime() > Date.now() + 50 * 60_000, 'an hour, STS\'s default');
+});
+
+const run = promisify(execFile);
+const botocore = await run('python3', ['-c', 'import botocore; print(botocore.__version__)']).then(
+  ({ stdout }) => stdout.trim(),
+  () => undefined,
+);
+
+t.test(`botocore ${botocore ?? ''} reads the STS-backed credentials too`, { skip: botocore === undefined ? 'python3 with botocore is not installed' : false }, async (t) => {
+  const c = await startStsCluster(t, { associations: [{ namespace: 'default', serviceAccount: 'app', roleArn: APP_ROLE }] });
+  const pod = c.addPod('py-pod');
+  t.equal((await c.request(pod)).status, 200, 'the pod is listed');
+  const token = await c.token(pod);
+  const env = { PATH: process.env.PATH ?? '', HOME: '/nonexistent', AWS_CONTAINER_CREDENTIALS_FULL_URI: c.credentialsUrl, AWS_CONTAINER_AUTHORIZATION_TOKEN: token, AWS_EC2_METADATA_DISABLED: 'true' };
+  const script = [
+    'import json, botocore.session',
+    'c = botocore.session.get_session().get_credentials()',
+    'f = c.get_frozen_credentials()',
+    'print(json.dumps({"method": c.method, "access_key": f.access_key, "has_token": bool(f.token)}))',
+  ].join('\n');
+  const { stdout } = await run('python3', ['-c', script], { env });
+  t.match(JSON.parse(stdout), { method: 'container-role', access_key: /^ASIA/, has_token: true });
 });
 
 t.test('disableSessionTags sends no tags; --cluster-arn adds eks-cluster-arn', async (t) => {
