@@ -135,7 +135,7 @@ export const SERVER_USAGE = `Usage: pod-identity-agent server --cluster-name NAM
                                              fetching them (default 3h; 0 disables caching)
   --max-cache-size N                         cached identities (default 2000; 0 disables caching)
   --max-service-qps N                        background renewals per second (default 3)
-  --negative-cache-ttl D                     how long an EKS Auth refusal of a token is remembered
+  --negative-cache-ttl D                     how long an upstream refusal of a token is remembered
                                              and repeated without a new call (default 10s; 0 disables)
   --shutdown-timeout D                       on SIGTERM, how long in-flight requests may take before
                                              their connections are cut (default 20s, under the
@@ -148,10 +148,10 @@ export const SERVER_USAGE = `Usage: pod-identity-agent server --cluster-name NAM
   --node-name NAME                           this node (default NODE_NAME)
   --state-dir DIR                            where the last good issuer keys are kept
                                              (default /var/lib/pod-identity-agent)
-  --max-client-miss-qps N                    misses needing EKS Auth one source address may start
+  --max-client-miss-qps N                    misses needing the upstream one source address may start
                                              per second (default 15; hits are never limited)
   --max-client-miss-burst N                  ... in a burst (default 60)
-  --max-upstream-qps N                       misses needing EKS Auth the whole node may start per
+  --max-upstream-qps N                       misses needing the upstream the whole node may start per
                                              second (default 1000)
   -v, --verbosity LEVEL                      0-5 or fatal|error|warn|info|debug|trace (default info)
 `;

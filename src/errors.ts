@@ -24,7 +24,7 @@ export const ERROR_CATALOG = {
   PodNotOnNode: { status: 403, retryable: false, description: 'the token\'s pod is not a pod on this node' },
   SourceAddressMismatch: { status: 403, retryable: false, description: 'the request does not come from the token\'s pod' },
   PodListUnavailable: { status: 503, retryable: true, description: 'the list of this node\'s pods has not been read yet' },
-  TooManyRequests: { status: 429, retryable: true, description: 'too many misses needing EKS Auth from one pod address, or from the whole node (Retry-After says when to come back)' },
+  TooManyRequests: { status: 429, retryable: true, description: 'too many misses needing the upstream from one pod address, or from the whole node (Retry-After says when to come back)' },
   AmbiguousRequest: { status: 400, retryable: false, description: 'more than one Host or Authorization header' },
   BadRequest: { status: 400, retryable: false, description: 'the request could not be parsed as HTTP' },
   HeadersTooLarge: { status: 431, retryable: false, description: 'the request headers exceed 32 KiB' },
