@@ -336,14 +336,51 @@ t.test('an association change drops the affected identities\' credentials and ev
   t.equal((await settle(cache.get(tokenFor('c', DAY, 'uid-c', 'unassociated')), () => upstream.succeed(HOUR))).outcome, 'miss', 'the refusal was forgotten: the new association may cover it');
 });
 
-t.test('a call in flight when the associations change answers but stores nothing (it may be for the old role)', async (t) => {
+t.test('a call in flight when its association changes: answered to those waiting, never kept, never joined', async (t) => {
   const { upstream, cache } = newCache();
+  const before = cache.get(tokenFor('a', DAY, 'uid-a'));
+  await tick();
+  cache.invalidate((identity) => identity.podUid === 'uid-a');
+  const after = cache.get(tokenFor('a', DAY, 'uid-a'));
+  await tick();
+  t.equal(upstream.calls.length, 2, 'a request after the change does not join the call for the old role');
+  upstream.succeed(HOUR);
+  upstream.succeed(HOUR);
+  t.equal(keyIdOf(await before), 'ASIA1', 'the request made before the change gets its answer');
+  t.equal(keyIdOf(await after), 'ASIA2', 'the one made after gets the new call\'s');
+  t.equal(cache.size, 1);
+  t.equal(keyIdOf(await cache.get(tokenFor('a', DAY, 'uid-a'))), 'ASIA2', 'only the new call was kept');
+});
+
+t.test('a refusal from a call begun before an association change is not remembered', async (t) => {
+  const { upstream, cache } = newCache();
+  const before = cache.get(tokenFor('a', DAY, 'uid-a'));
+  await tick();
+  cache.invalidate(() => true);
+  upstream.fail(notFound());
+  t.equal((await before).ok, false);
+  t.equal((await settle(cache.get(tokenFor('a', DAY, 'uid-a')), () => upstream.succeed(HOUR))).outcome, 'miss', 'the new association is asked for at once');
+});
+
+t.test('credentials dropped by an association change never stand in as stale', async (t) => {
+  const { clock, upstream, cache } = newCache();
+  await settle(cache.get(tokenFor('a', DAY, 'uid-a')), () => upstream.succeed(HOUR));
+  clock.now = HOUR - 4 * 60_000; // past mustRefreshAt: the next request waits for a call
   const lookup = cache.get(tokenFor('a', DAY, 'uid-a'));
   await tick();
   cache.invalidate(() => true);
+  upstream.fail(throttled());
+  const result = await lookup;
+  t.equal(result.ok, false, 'the old role\'s credentials are not served');
+  t.equal(result.outcome, 'miss');
+});
+
+t.test('other identities\' calls are untouched by an association change', async (t) => {
+  const { upstream, cache } = newCache();
+  const other = cache.get(tokenFor('b', DAY, 'uid-b', 'other'));
+  await tick();
+  cache.invalidate((identity) => identity.serviceAccount === 'app');
   upstream.succeed(HOUR);
-  t.equal((await lookup).outcome, 'miss');
-  t.equal(cache.size, 0);
-  t.equal((await settle(cache.get(tokenFor('a', DAY, 'uid-a')), () => upstream.succeed(HOUR))).outcome, 'miss', 'the next request asks anew');
-  t.equal(cache.size, 1);
+  t.equal((await other).outcome, 'miss');
+  t.equal(cache.size, 1, 'kept');
 });

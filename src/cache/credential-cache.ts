@@ -78,14 +78,12 @@ export class CredentialCache {
   readonly #observer: CacheObserver;
   readonly #admitMiss: (request: CacheRequest) => AgentError | undefined;
   readonly #entries = new Map<string, CredentialEntry>();
-  readonly #inflight = new Map<string, Promise<CredentialEntry>>();
+  readonly #inflight = new Map<string, InFlight>();
   /** Pods deleted recently (uid -> when), so that a fetch still in flight for one is not stored. */
   readonly #deletedPods = new Map<string, number>();
   readonly #negative: NegativeCache;
   readonly #budget: RenewalBudget;
   #renewing = 0;
-  /** Bumped by invalidate(): a call begun before an association changed may be for the old role. */
-  #generation = 0;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(options: CredentialCacheOptions) {
@@ -133,7 +131,7 @@ export class CredentialCache {
     if (cached !== undefined) adoptNewerToken(cached, request);
     const verdict = this.#negative.get(key, this.#now());
     if (verdict !== undefined) return this.#report({ ok: false, outcome: 'negative', error: verdict });
-    const pending = this.#inflight.get(key);
+    const pending = this.#inflight.get(key)?.call;
     const outcome: LookupOutcome = pending === undefined ? 'miss' : 'coalesced';
     const refused = pending === undefined ? this.#admitMiss(request) : undefined;
     if (refused !== undefined) {
@@ -144,7 +142,8 @@ export class CredentialCache {
       return this.#served(await (pending ?? this.#fetch(key, request, false)), outcome);
     } catch (caught) {
       const error = caught as AgentError;
-      if (error.retryable && cached !== undefined && this.#usable(cached)) return this.#served(cached, 'stale');
+      // Not if invalidate() dropped them meanwhile: they may be the old role's.
+      if (error.retryable && cached !== undefined && this.#entries.get(key) === cached && this.#usable(cached)) return this.#served(cached, 'stale');
       return this.#report({ ok: false, outcome, error });
     }
   }
@@ -161,8 +160,14 @@ export class CredentialCache {
    */
   invalidate(affected: (identity: VerifiedIdentity) => boolean): void {
     for (const [key, entry] of this.#entries) if (entry.identity !== undefined && affected(entry.identity)) this.#evict(key, 'association_changed');
+    // Calls begun before the change may be for the old role: nobody new joins them, and what they
+    // bring back (credentials or a refusal) is answered to those already waiting but never kept.
+    for (const [key, flight] of this.#inflight) {
+      if (flight.identity === undefined || !affected(flight.identity)) continue;
+      flight.superseded = true;
+      this.#inflight.delete(key);
+    }
     this.#negative.clear();
-    this.#generation += 1;
   }
 
   /** One pass: forget the dead, start due renewals within budget. Returns how many started. */
@@ -202,7 +207,7 @@ export class CredentialCache {
   }
 
   #fetch(key: string, request: EntryRequest, background: boolean): Promise<CredentialEntry> {
-    const generation = this.#generation;
+    // The callbacks run after `flight` exists: a call always settles asynchronously.
     const call = this.#exchange
       .exchange({ token: request.token, identity: request.identity }, { singleAttempt: background })
       .then(
@@ -213,24 +218,27 @@ export class CredentialCache {
           }
           const entry = createEntry(request, result, now, this.#timing);
           entry.servedUntil = this.#entries.get(key)?.servedUntil ?? 0;
-          // The pod was deleted, or the associations changed, while the call was in flight: answer
+          // The pod was deleted, or its association changed, while the call was in flight: answer
           // (the credentials are valid), but keep nothing that could outlive the change.
           const podUid = request.identity?.podUid;
           const podGone = podUid !== undefined && this.#deletedPods.has(podUid);
-          if (!podGone && generation === this.#generation) this.#store(key, entry);
+          if (!podGone && !flight.superseded) this.#store(key, entry);
           return entry;
         },
         (caught: unknown) => {
           const error = isAgentError(caught) ? caught : agentError('InternalError', 'the credential exchange failed', { cause: caught });
-          if (!error.retryable) {
+          if (!error.retryable && !flight.superseded) {
             if (this.#entries.has(key)) this.#evict(key, 'rejected');
             this.#negative.remember(key, error, this.#now());
           }
           throw error;
         },
       )
-      .finally(() => this.#inflight.delete(key));
-    this.#inflight.set(key, call);
+      .finally(() => {
+        if (this.#inflight.get(key) === flight) this.#inflight.delete(key);
+      });
+    const flight: InFlight = { call, identity: request.identity, superseded: false };
+    this.#inflight.set(key, flight);
     return call;
   }
 
@@ -277,6 +285,14 @@ export class CredentialCache {
     this.#observer.lookup?.(result.outcome);
     return result;
   }
+}
+
+/** One upstream call under way, shared by every request for its key. */
+interface InFlight {
+  readonly call: Promise<CredentialEntry>;
+  readonly identity: VerifiedIdentity | undefined;
+  /** Set when the identity's association changed during the call: its outcome is not kept. */
+  superseded: boolean;
 }
 
 /** A kubelet rotation brings a token that lives longer: renew with it from now on. */
