@@ -92,11 +92,13 @@ t.test('the table: first source and first entry win, later duplicates are report
   const doc = (source: string, ...entries: object[]) => parseAssociations(JSON.stringify({ associations: entries }), source);
   let update = table.update('file', doc('file', { namespace: 'a', serviceAccount: 'x', roleArn: ROLE }, { namespace: 'a', serviceAccount: 'x', roleArn: 'arn:aws:iam::111122223333:role/other' }));
   t.same([...update.changed], ['a/x']);
-  t.same(update.duplicates, ['file entry 2 (a/x): ignored, file entry 1 already associates this service account']);
+  t.same(table.summaries.get('file'), { inForce: 1, duplicates: ['file entry 2 (a/x): ignored, file entry 1 already associates this service account'] });
   t.equal(table.complete, false, 'the ConfigMap has not been read yet');
   update = table.update('configmap', doc('configmap', { namespace: 'a', serviceAccount: 'x', roleArn: 'arn:aws:iam::111122223333:role/cm' }, { namespace: 'b', serviceAccount: 'y', roleArn: ROLE }));
   t.equal(table.complete, true);
   t.same([...update.changed], ['b/y'], 'the file\'s a/x still stands');
+  t.same(table.summaries.get('configmap'), { inForce: 1, duplicates: ['configmap entry 1 (a/x): ignored, file entry 1 already associates this service account'] }, 'a duplicate counts against the source it is written in');
+  t.same(table.summaries.get('file')?.duplicates.length, 1);
   t.equal(table.find('a', 'x')?.roleArn, ROLE);
   update = table.update('file', { associations: [] });
   t.same([...update.changed], ['a/x'], 'the ConfigMap\'s a/x takes over once the file drops it');

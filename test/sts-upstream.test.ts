@@ -18,7 +18,7 @@ t.test('AssumeRole with EKS\'s session name and transitive session tags; the pod
   const pod = c.addPod('web-5f7c9');
   const before = Date.now();
   const reply = await c.request(pod);
-  t.equal(reply.status, 200, reply.text);
+  t.equal(reply.status, 200, String(reply.json?.Code ?? 'credentials'));
   t.equal(c.sts.callCount, 1);
   const call = c.sts.calls[0]!;
   t.match(call, { status: 200, roleArn: APP_ROLE, durationSeconds: 7200, externalId: 'lab-app-7', policy: JSON.stringify(policy), accessKeyId: 'AKIANODEEXAMPLE00001' });
@@ -158,7 +158,7 @@ t.test('STS 5xx, a reset and a malformed answer map like EKS Auth\'s, and the ag
     c.sts.inject(fault, 1);
     const reply = await c.request(c.addPod(`p${i}`));
     t.equal(reply.status, status, code);
-    t.equal(reply.json?.Code, code, reply.text);
+    t.equal(reply.json?.Code, code, String(reply.json?.Message));
   }
   t.match((await c.request(c.addPod('p-reset'))).status, 200, 'recovered');
 });
@@ -247,6 +247,10 @@ t.test('associations from a ConfigMap watched through the API server, next to th
   t.match(c.audit.lines.find((l) => l.msg === 'associations could not be read; the last good ones stay in force'), { source: 'configmap kube-system/pod-identity-associations', error: /key broken\.yaml: not valid YAML or JSON/ });
   t.equal((await c.request(c.addPod('web'))).status, 200);
   t.equal(c.sts.calls.at(-1)?.roleArn, APP_ROLE, 'default/app keeps the file\'s role');
+  const gauge = await c.agent.metrics.registry.getSingleMetricAsString('pod_identity_associations');
+  for (const [source, state, count] of [['file', 'valid', 1], ['file', 'refused', 0], ['configmap', 'valid', 1], ['configmap', 'refused', 1]] as const) {
+    t.match(gauge, new RegExp(`source="${source}",state="${state}"\\} ${count}(\\n|$)`), `${source} ${state}: ${count}, the duplicate counted where it is written`);
+  }
 
   c.api.deleteConfigMap('kube-system', 'pod-identity-associations');
   await eventually(async () => (await c.request(worker)).json?.Code === 'ResourceNotFoundException', 'the deleted ConfigMap\'s associations gone', 8000);

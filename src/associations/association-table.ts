@@ -10,7 +10,12 @@ export interface AssociationLookup {
 export interface TableUpdate {
   /** Service accounts (`namespace/name`) whose association appeared, changed or went away. */
   readonly changed: ReadonlySet<string>;
-  /** Entries ignored because an earlier one already associates their service account. */
+}
+
+/** What one source contributes once merged: entries in force, and entries shadowed by an earlier one. */
+export interface SourceSummary {
+  readonly inForce: number;
+  /** One message per ignored entry, naming it and the entry that already associates its service account. */
   readonly duplicates: readonly string[];
 }
 
@@ -22,6 +27,7 @@ export interface TableUpdate {
 export class AssociationTable implements AssociationLookup {
   readonly #bySource = new Map<string, readonly Association[] | undefined>();
   #merged = new Map<string, Association>();
+  #summaries = new Map<string, SourceSummary>();
 
   /** `sources` in precedence order; each is pending until its first update. */
   constructor(sources: readonly string[]) {
@@ -41,25 +47,37 @@ export class AssociationTable implements AssociationLookup {
     return this.#merged.get(accountKey(namespace, serviceAccount));
   }
 
+  /** Per source, after the last update: a change in one source can shadow or free entries of another. */
+  get summaries(): ReadonlyMap<string, SourceSummary> {
+    return this.#summaries;
+  }
+
   /** Replaces what one source holds (empty: the source is gone) and says which service accounts that changed. */
   update(source: string, parsed: Pick<ParsedAssociations, 'associations'>): TableUpdate {
     if (!this.#bySource.has(source)) throw new Error(`unknown association source ${source}`);
     this.#bySource.set(source, parsed.associations);
     const merged = new Map<string, Association>();
-    const duplicates: string[] = [];
-    for (const associations of this.#bySource.values()) {
+    const summaries = new Map<string, { inForce: number; duplicates: string[] }>();
+    for (const [name, associations] of this.#bySource) {
+      const summary = { inForce: 0, duplicates: [] as string[] };
+      summaries.set(name, summary);
       for (const association of associations ?? []) {
         const key = accountKey(association.namespace, association.serviceAccount);
         const first = merged.get(key);
-        if (first === undefined) merged.set(key, association);
-        else duplicates.push(`${association.origin} (${key}): ignored, ${first.origin} already associates this service account`);
+        if (first === undefined) {
+          merged.set(key, association);
+          summary.inForce += 1;
+        } else {
+          summary.duplicates.push(`${association.origin} (${key}): ignored, ${first.origin} already associates this service account`);
+        }
       }
     }
     const changed = new Set<string>();
     for (const [key, association] of merged) if (!sameGrant(this.#merged.get(key), association)) changed.add(key);
     for (const key of this.#merged.keys()) if (!merged.has(key)) changed.add(key);
     this.#merged = merged;
-    return { changed, duplicates };
+    this.#summaries = summaries;
+    return { changed };
   }
 }
 

@@ -43,14 +43,32 @@ export async function watchAssociations(options: WatchAssociationsOptions): Prom
   const configMapSource = sources.configMap === undefined ? undefined : `configmap ${sources.configMap.namespace}/${sources.configMap.name}`;
   const table = new AssociationTable([fileSource, configMapSource].filter((source) => source !== undefined));
 
+  const kinds = new Map<string, SourceKind>();
+  if (fileSource !== undefined) kinds.set(fileSource, 'file');
+  if (configMapSource !== undefined) kinds.set(configMapSource, 'configmap');
+  const problems = new Map<string, readonly string[]>();
+  let reportedDuplicates = new Set<string>();
+
   const apply = (kind: SourceKind, source: string, parsed: ParsedAssociations) => {
-    const { changed, duplicates } = table.update(source, parsed);
-    const refused = [...parsed.problems, ...duplicates];
-    for (const problem of refused) logger.warn({ source, problem }, 'association refused');
-    metrics?.associations.set({ source: kind, state: 'valid' }, parsed.associations.length - duplicates.length);
-    metrics?.associations.set({ source: kind, state: 'refused' }, refused.length);
+    const { changed } = table.update(source, parsed);
+    problems.set(source, parsed.problems);
+    for (const problem of parsed.problems) logger.warn({ source, problem }, 'association refused');
+    // A duplicate is reported when it appears, not again on every reload of any source.
+    const duplicates = new Set<string>();
+    for (const [name, summary] of table.summaries) {
+      for (const duplicate of summary.duplicates) {
+        duplicates.add(duplicate);
+        if (!reportedDuplicates.has(duplicate)) logger.warn({ source: name, problem: duplicate }, 'association refused');
+      }
+      const sourceKind = kinds.get(name);
+      if (sourceKind === undefined) continue;
+      metrics?.associations.set({ source: sourceKind, state: 'valid' }, summary.inForce);
+      metrics?.associations.set({ source: sourceKind, state: 'refused' }, (problems.get(name)?.length ?? 0) + summary.duplicates.length);
+    }
+    reportedDuplicates = duplicates;
     metrics?.associationReloads.inc({ source: kind, result: 'applied' });
-    logger.info({ source, associations: parsed.associations.length - duplicates.length, refused: refused.length, changed: changed.size, total: table.size }, 'associations loaded');
+    const summary = table.summaries.get(source);
+    logger.info({ source, associations: summary?.inForce ?? 0, refused: parsed.problems.length + (summary?.duplicates.length ?? 0), changed: changed.size, total: table.size }, 'associations loaded');
     if (changed.size > 0) options.onChange(changed);
   };
   const failed = (kind: SourceKind, source: string, error: Error) => {

@@ -48,7 +48,7 @@ export interface StsCluster {
   /** A pod on node-a at 127.0.0.1, listed by the API server. */
   addPod(name: string, serviceAccount?: string, namespace?: string): FakePod;
   token(pod: FakePod): Promise<string>;
-  /** One request as the pod; waits out the moment before the agent has listed the node's pods. */
+  /** One request as the pod; waits out the moment before the agent has listed the node's pods and associations. */
   request(pod: FakePod, options?: RequestOptions): Promise<Reply>;
   send(options: RequestOptions): Promise<Reply>;
 }
@@ -122,7 +122,9 @@ export async function startStsCluster(t: Test, options: StsClusterOptions = {}):
       const authorization = await token(pod);
       for (let attempt = 0; ; attempt += 1) {
         const reply = await send({ authorization, ...requestOptions });
-        if ((reply.json?.Code !== 'PodListUnavailable' && reply.json?.Code !== 'PodNotOnNode') || attempt >= 100) return reply;
+        // Answers that only mean "not listed yet": this node's pods, or the associations ConfigMap.
+        const settling = reply.json?.Code === 'PodListUnavailable' || reply.json?.Code === 'PodNotOnNode' || reply.json?.Code === 'AssociationsUnavailable';
+        if (!settling || attempt >= 100) return reply;
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     },
