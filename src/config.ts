@@ -185,7 +185,8 @@ function buildConfig(values: ReturnType<typeof parseFlags>, env: NodeJS.ProcessE
   const clusterName = check(() => parseClusterName(values['cluster-name']));
   const region = check(() => parseRegion(values.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION));
   const upstream = check(() => parseChoice('--upstream', values.upstream ?? 'eks-auth', ['eks-auth', 'sts'] as const));
-  const endpoint = region === undefined ? undefined : check(() => resolveEndpoint({ flag: upstream === 'sts' ? undefined : values.endpoint, env, region }));
+  // Unused with --upstream sts, where EKS Auth's variables must not be able to fail the start-up.
+  const endpoint = region === undefined ? undefined : check(() => (upstream === 'sts' ? resolveEndpoint({ flag: undefined, env: {}, region }) : resolveEndpoint({ flag: values.endpoint, env, region })));
   const bindHosts = check(() => parseBindHosts(values['bind-hosts'] ?? DEFAULTS.bindHosts));
   const port = check(() => parsePort('--port', values.port, DEFAULTS.port));
   const probePort = check(() => parsePort('--probe-port', values['probe-port'], DEFAULTS.probePort));

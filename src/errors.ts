@@ -61,6 +61,8 @@ export interface AgentErrorOptions {
   /** Sent as Retry-After. */
   readonly retryAfterSeconds?: number;
   readonly upstreamRequestId?: string;
+  /** What the upstream said, for the operator's log only: it may name the agent's own identity. */
+  readonly detail?: string;
   readonly cause?: unknown;
 }
 
@@ -72,6 +74,8 @@ export class AgentError extends Error {
   readonly retryable: boolean;
   readonly upstreamRequestId: string | undefined;
   readonly retryAfterSeconds: number | undefined;
+  /** Logged, never answered to the pod. */
+  readonly detail: string | undefined;
 
   constructor(code: string, status: number, message: string, options: AgentErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -81,6 +85,7 @@ export class AgentError extends Error {
     this.retryable = options.retryable ?? status >= 500;
     this.upstreamRequestId = options.upstreamRequestId;
     this.retryAfterSeconds = options.retryAfterSeconds;
+    this.detail = options.detail;
   }
 
   toJSON(): { Code: string; Message: string } {

@@ -66,8 +66,8 @@ t.test('each invalid entry is refused with a message naming it; the others stay'
   t.same(parsed.problems, [
     'file f.json entry 2 (default/badrole): roleArn "arn:aws:iam::1111:user/x" is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)',
     'file f.json entry 3 (Bad_NS/app): namespace "Bad_NS" is not a Kubernetes namespace name',
-    'file f.json entry 4 (default/short): sessionDuration "5m" must be whole seconds from 15m to 12h (and at most the role\'s maximum session duration)',
-    'file f.json entry 5 (default/long): sessionDuration "13h" must be whole seconds from 15m to 12h (and at most the role\'s maximum session duration)',
+    'file f.json entry 4 (default/short): sessionDuration "5m" must be whole seconds from 15m to 12h (and at most the role\'s maximum session duration; 1h when the agent runs on role credentials)',
+    'file f.json entry 5 (default/long): sessionDuration "13h" must be whole seconds from 15m to 12h (and at most the role\'s maximum session duration; 1h when the agent runs on role credentials)',
     'file f.json entry 6 (default/notduration): sessionDuration 3600 is not a duration (like 1h or 90m)',
     'file f.json entry 7 (default/badpolicy): policy is not valid JSON',
     'file f.json entry 8 (default/bigpolicy): policy is 2116 characters; STS takes at most 2048',

@@ -126,6 +126,7 @@ t.test('--upstream sts: associations, endpoint and cluster ARN; verification req
   t.equal(config.sts?.endpoint?.href, 'http://127.0.0.1:4566/', '--endpoint names the STS endpoint in this mode');
   t.equal(config.endpoint.source, 'region', 'and not EKS Auth\'s');
   t.equal(configOf(['--cluster-name', 'c1', '--upstream', 'sts', '--associations', 'a.yaml']).sts?.endpoint, undefined, 'no --endpoint: the SDK resolves STS (AWS_ENDPOINT_URL_STS included)');
+  t.ok(configOf(['--cluster-name', 'c1', '--upstream', 'sts', '--associations', 'a.yaml'], { ...env, AWS_ENDPOINT_URL_EKS_AUTH: 'not a url' }), 'EKS Auth\'s variables do not matter in this mode');
 
   t.same(problemsOf(['--cluster-name', 'c1', '--upstream', 'sts', '--token-verification', 'none', '--associations', 'a.yaml']), [
     '--upstream sts needs tokens verified locally (--token-verification jwks, tokenreview or auto): with none, anyone could claim any service account\'s role',

@@ -100,7 +100,7 @@ function parseSessionDuration(value: unknown): number | undefined {
   if (ms === undefined) throw new Error(`sessionDuration ${JSON.stringify(value)} is not a duration (like 1h or 90m)`);
   const seconds = ms / 1000;
   if (!Number.isInteger(seconds) || seconds < MIN_SESSION_SECONDS || seconds > MAX_SESSION_SECONDS) {
-    throw new Error(`sessionDuration "${value}" must be whole seconds from 15m to 12h (and at most the role's maximum session duration)`);
+    throw new Error(`sessionDuration "${value}" must be whole seconds from 15m to 12h (and at most the role's maximum session duration; 1h when the agent runs on role credentials)`);
   }
   return seconds;
 }

@@ -150,6 +150,7 @@ function createFinisher(options: CredentialsHandlerOptions): (record: RequestRec
       upstreamRequestId: request.upstreamRequestId,
       code: request.error?.code,
       message: request.error?.message,
+      detail: request.error?.detail,
     };
     // A bug is worth its stack trace; the pod got a bare InternalError.
     if (request.error?.code === 'InternalError') logger.error({ ...fields, err: request.error.cause }, 'credential request failed inside the agent');

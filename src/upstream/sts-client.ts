@@ -37,7 +37,8 @@ const SERVICE = 'STS';
  * Attempts, timeouts and retries are the EKS Auth client's; the SDK makes one attempt per call.
  */
 export function createStsClient(options: StsClientOptions): CredentialExchange {
-  const hooks = { ...(options.onAttemptStart === undefined ? {} : { onAttemptStart: options.onAttemptStart }), ...(options.onAttempt === undefined ? {} : { onAttempt: options.onAttempt }) };
+  const { onAttemptStart, onAttempt } = options;
+  const hooks: AttemptHooks = { ...(onAttemptStart === undefined ? {} : { onAttemptStart }), ...(onAttempt === undefined ? {} : { onAttempt }) };
   const client = new STSClient({
     region: options.region,
     ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint.href }),
@@ -145,22 +146,22 @@ function toResult(output: AssumeRoleCommandOutput): ExchangeResult {
   };
 }
 
-interface Mapped {
+interface PodFacingError {
   readonly code: string;
   readonly status: number;
   readonly retryable: boolean;
   readonly hint?: string;
 }
 
-const THROTTLED: Mapped = { code: 'ThrottlingException', status: 429, retryable: true };
-const DENIED: Mapped = { code: 'AccessDeniedException', status: 400, retryable: false, hint: 'the role must trust the agent\'s role with sts:AssumeRole and sts:TagSession (and the external id, where set)' };
-const INVALID: Mapped = { code: 'InvalidParameterException', status: 400, retryable: false, hint: 'check the association' };
+const THROTTLED: PodFacingError = { code: 'ThrottlingException', status: 429, retryable: true };
+const DENIED: PodFacingError = { code: 'AccessDeniedException', status: 400, retryable: false, hint: 'the role must trust the agent\'s role with sts:AssumeRole and sts:TagSession (and the external id, where set)' };
+const INVALID: PodFacingError = { code: 'InvalidParameterException', status: 400, retryable: false, hint: 'check the association' };
 
 /**
  * STS's Query-protocol error codes, answered to pods as the EKS Auth codes and statuses for the
  * same situation, so that SDK retries, the cache's treatment and dashboards are the same.
  */
-const STS_ERRORS: Readonly<Record<string, Mapped>> = {
+const STS_ERRORS: Readonly<Record<string, PodFacingError>> = {
   Throttling: THROTTLED,
   ThrottlingException: THROTTLED,
   RequestLimitExceeded: THROTTLED,
@@ -171,21 +172,24 @@ const STS_ERRORS: Readonly<Record<string, Mapped>> = {
   MalformedPolicyDocumentException: INVALID,
   PackedPolicyTooLarge: { ...INVALID, hint: 'the session policy and tags are too large once packed' },
   PackedPolicyTooLargeException: { ...INVALID, hint: 'the session policy and tags are too large once packed' },
-  ValidationError: { ...INVALID, hint: 'a sessionDuration above the role\'s maximum session duration is the usual cause' },
+  ValidationError: { ...INVALID, hint: 'a sessionDuration above the role\'s maximum session duration, or above 1h when the agent itself runs on role credentials (role chaining), is the usual cause' },
   InvalidParameterValue: INVALID,
   InvalidParameterCombination: INVALID,
   MissingParameter: INVALID,
   // The agent's own credentials, not the pod's: the chain refreshes expired ones, so worth retrying.
   ExpiredToken: { code: 'NodeCredentialsUnavailable', status: 503, retryable: true, hint: 'STS refused the agent\'s credentials as expired' },
   ExpiredTokenException: { code: 'NodeCredentialsUnavailable', status: 503, retryable: true, hint: 'STS refused the agent\'s credentials as expired' },
-  InvalidClientTokenId: { code: 'UnrecognizedClientException', status: 403, retryable: false, hint: 'STS does not know the agent\'s access key' },
-  SignatureDoesNotMatch: { code: 'InvalidSignatureException', status: 403, retryable: false, hint: 'the agent\'s secret key does not match its access key' },
+  // Also the agent's, not the pod's (a key being rotated, say): retryable, so cached credentials
+  // stand in and nothing is remembered against the pods meanwhile.
+  InvalidClientTokenId: { code: 'UnrecognizedClientException', status: 403, retryable: true, hint: 'STS does not know the agent\'s access key' },
+  SignatureDoesNotMatch: { code: 'InvalidSignatureException', status: 403, retryable: true, hint: 'the agent\'s secret key does not match its access key' },
   InternalFailure: { code: 'InternalServerException', status: 500, retryable: true },
   InternalError: { code: 'InternalServerException', status: 500, retryable: true },
   ServiceUnavailable: { code: 'ServiceUnavailableException', status: 503, retryable: true },
 };
 
-const NAME = /^[A-Za-z][A-Za-z0-9]{0,63}$/;
+/** An STS error code as it may be shown: anything else is replaced by the status. */
+const ERROR_CODE = /^[A-Za-z][A-Za-z0-9]{0,63}$/;
 
 /** An SDK failure as the AgentError a pod gets; network failures and timeouts go to withRetry as they are. */
 function stsError(error: unknown, roleArn: string): unknown {
@@ -194,15 +198,16 @@ function stsError(error: unknown, roleArn: string): unknown {
   const status = failure.$metadata?.httpStatusCode;
   if (status === undefined) return error;
   const upstreamRequestId = failure.$metadata?.requestId;
-  const name = typeof failure.name === 'string' && NAME.test(failure.name) ? failure.name : undefined;
+  const name = typeof failure.name === 'string' && ERROR_CODE.test(failure.name) ? failure.name : undefined;
   const detail = typeof failure.message === 'string' && failure.message !== '' ? failure.message.slice(0, 512) : `STS answered ${status}`;
-  if (status < 300) return agentError('UpstreamInvalidResponse', `STS answered AssumeRole with something that is not a valid response (${detail.slice(0, 120)})`, { upstreamRequestId });
+  if (status < 300) return agentError('UpstreamInvalidResponse', 'STS answered AssumeRole with something that is not a valid response', { upstreamRequestId, detail: detail.slice(0, 200) });
   const mapped = (name === undefined ? undefined : STS_ERRORS[name]) ?? byStatus(status, name);
-  const hint = mapped.hint === undefined ? '' : ` (${mapped.hint})`;
-  return new AgentError(mapped.code, mapped.status, `STS refused AssumeRole for ${roleArn}: ${detail}${hint}`, { retryable: mapped.retryable, upstreamRequestId });
+  const hint = mapped.hint === undefined ? '' : `: ${mapped.hint}`;
+  // STS's own words name the agent's identity (role, instance id): the log gets them, the pod does not.
+  return new AgentError(mapped.code, mapped.status, `STS refused AssumeRole for ${roleArn} with ${name ?? status}${hint}`, { retryable: mapped.retryable, upstreamRequestId, detail });
 }
 
-function byStatus(status: number, name: string | undefined): Mapped {
+function byStatus(status: number, name: string | undefined): PodFacingError {
   if (status === 429) return THROTTLED;
   if (status === 503) return { code: 'ServiceUnavailableException', status, retryable: true };
   if (status >= 500) return { code: 'InternalServerException', status: 500, retryable: true };

@@ -5,7 +5,8 @@ import { type AttemptHooks, readBoundedBody } from './attempt-hooks.ts';
 /**
  * Lets an AWS SDK client send through the agent's own undici pool: the same keep-alive
  * connections, proxy settings (HTTPS_PROXY/NO_PROXY, which the SDK's default handler ignores)
- * and per-attempt metrics as the EKS Auth client. The SDK reads the body stream itself.
+ * and per-attempt metrics as the EKS Auth client. The body is read here, bounded and within the
+ * attempt's signal, and handed to the SDK whole.
  */
 export class UndiciHttpHandler implements RequestHandler<HttpRequest, HttpResponse, HttpHandlerOptions> {
   readonly #dispatcher: Dispatcher;
