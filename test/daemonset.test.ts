@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { parseAllDocuments } from 'yaml';
@@ -127,8 +128,9 @@ t.test('overlay: self-managed clusters (STS upstream, associations ConfigMap)', 
   t.equal(server?.podBinding, 'on');
   const ref = server?.sts?.associations.configMap;
   t.same(ref, { namespace: ds.metadata.namespace, name: 'pod-identity-associations' }, 'the ConfigMap in the agent\'s namespace');
-  const associations = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === ref?.name) as Json;
-  t.equal(associations.metadata.namespace, ref?.namespace);
+  t.notOk(objects.some((o) => o.kind === 'ConfigMap' && o.metadata.name === ref?.name), 'not rendered: re-applying the overlay must not reset the associations');
+  const associations = parseAllDocuments(await readFile(`${ROOT}daemonset/overlays/self-managed/associations.example.yaml`, 'utf8'))[0]?.toJSON() as Json;
+  t.match(associations.metadata, { name: ref?.name, namespace: ref?.namespace }, 'the example is the ConfigMap the agent watches');
   const { parseAssociations } = await import('../src/associations/association.ts');
   for (const [key, text] of Object.entries(associations.data as Record<string, string>)) {
     t.same(parseAssociations(text, key).problems, [], `${key} is a valid associations document`);
