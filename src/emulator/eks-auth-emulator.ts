@@ -1,11 +1,10 @@
 // A local stand-in for EKS Auth `AssumeRoleForPodIdentity` (protocols.md §2): real wire shapes,
 // real SigV4 and token checks, plus fault injection so agent tests can exercise failure paths.
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { decodeJwt, errors, jwtVerify, type CryptoKey } from 'jose';
+import { FaultQueue, startEmulatorServer } from './emulator-server.ts';
 import { verifySigV4, type SigV4Credential } from './sigv4-verifier.ts';
 import { DEFAULT_AUDIENCE, readKubernetesSubject, type KubernetesSubject } from './token-issuer.ts';
 
@@ -73,17 +72,10 @@ export async function startEksAuthEmulator(options: EmulatorOptions): Promise<Ek
   const lifetimeMs = (options.credentialLifetimeSeconds ?? 21_600) * 1000;
   const withId = (a: PodIdentityAssociation): Association => ({ ...a, associationId: `a-${alnum(randomBytes(17)).toLowerCase()}` });
   const associations = new Map(options.associations.map((a) => [`${a.namespace}/${a.serviceAccount}`, withId(a)]));
-  const faults: { fault: Fault; remaining: number }[] = [];
+  const faults = new FaultQueue<Fault>();
   const calls: EmulatorCall[] = [];
-  const aborter = new AbortController();
   const mint = (expiresAtMs: number): Minted => ({ region: options.region, clusterName: options.clusterName, audience, expiresAtMs });
   const findAssociation = (s: KubernetesSubject) => associations.get(`${s.namespace}/${s.serviceAccount}`);
-
-  function takeFault(): Fault | undefined {
-    const head = faults[0];
-    if (head !== undefined && --head.remaining <= 0) faults.shift();
-    return head?.fault;
-  }
 
   /** Response faults answer whatever was sent, so the subject is read from the token unverified. */
   function applyFault(fault: Fault, body: Buffer): Reply | undefined {
@@ -99,9 +91,9 @@ export async function startEksAuthEmulator(options: EmulatorOptions): Promise<Ek
     }
   }
 
-  async function assumeRole(req: IncomingMessage, clusterLabel: string, body: Buffer, call: EmulatorCall): Promise<Reply> {
-    const fault = takeFault();
-    if (fault?.kind === 'latency') await sleep(fault.ms, undefined, { signal: aborter.signal });
+  async function assumeRole(req: IncomingMessage, clusterLabel: string, body: Buffer, call: EmulatorCall, closed: AbortSignal): Promise<Reply> {
+    const fault = faults.take();
+    if (fault?.kind === 'latency') await sleep(fault.ms, undefined, { signal: closed });
     const injected = fault === undefined ? undefined : applyFault(fault, body);
     if (injected !== undefined) return injected;
 
@@ -137,7 +129,7 @@ export async function startEksAuthEmulator(options: EmulatorOptions): Promise<Ek
     }
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handle(req: IncomingMessage, res: ServerResponse, closed: AbortSignal): Promise<void> {
     const path = req.url ?? '/';
     const call: EmulatorCall = { at: now(), path, status: 0 };
     const body = await readBody(req);
@@ -145,41 +137,29 @@ export async function startEksAuthEmulator(options: EmulatorOptions): Promise<Ek
     const match = req.method === 'POST' ? ROUTE.exec(pathname) : null;
     const reply = match === null
       ? errorReply(404, 'UnknownOperationException', `No operation matches ${req.method} ${pathname}.`)
-      : await assumeRole(req, match[1] ?? '', body, call);
+      : await assumeRole(req, match[1] ?? '', body, call, closed);
     calls.push(call);
     if ('reset' in reply) return void req.socket.destroy();
     call.status = reply.status;
     send(res, reply);
   }
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((error: unknown) => {
-      options.log?.(`eks-auth emulator: request failed: ${error instanceof Error ? error.name : 'unknown error'}`);
-      if (!res.headersSent && !res.destroyed) send(res, errorReply(500, 'InternalServerException', 'Internal failure.'));
-    });
+  const server = await startEmulatorServer({
+    name: 'eks-auth emulator',
+    host: options.host,
+    port: options.port,
+    log: options.log,
+    handle,
+    answerFailure: (res) => send(res, errorReply(500, 'InternalServerException', 'Internal failure.')),
   });
-  server.listen(options.port ?? 0, options.host ?? '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address() as AddressInfo;
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  let closing: Promise<void> | undefined;
-
   return {
-    url: `http://${host}:${address.port}`,
-    port: address.port,
+    url: server.url,
+    port: server.port,
     calls,
     get callCount() { return calls.length; },
-    inject(fault, times = 1) { if (times > 0) faults.push({ fault, remaining: times }); },
-    clearFaults() { faults.length = 0; },
-    close() {
-      // Abort pending latency faults and drop keep-alive sockets so the process can exit.
-      closing ??= new Promise<void>((resolve) => {
-        aborter.abort();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-      return closing;
-    },
+    inject: (fault, times) => faults.inject(fault, times),
+    clearFaults: () => faults.clear(),
+    close: () => server.close(),
   };
 }
 

@@ -1,10 +1,9 @@
 // A local stand-in for STS `AssumeRole` over the real Query protocol (form body in, XML out), with
 // real SigV4 checks, STS's validation and error shapes, and fault injection for failure-path tests.
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { FaultQueue, startEmulatorServer } from './emulator-server.ts';
 import { verifySigV4, type SigV4Credential, type SigV4ErrorCode } from './sigv4-verifier.ts';
 
 /** A role the caller may assume: the emulated trust policy. */
@@ -108,15 +107,8 @@ export async function startStsEmulator(options: StsEmulatorOptions): Promise<Sts
   const callerArn = `arn:aws:iam::${options.accountId ?? '000000000000'}:user/agent`;
   const roles = new Map(Object.entries(options.roles));
   for (const [arn, role] of roles) checkRoleOption(arn, role);
-  const faults: { fault: StsFault; remaining: number }[] = [];
+  const faults = new FaultQueue<StsFault>();
   const calls: StsCall[] = [];
-  const aborter = new AbortController();
-
-  function takeFault(): StsFault | undefined {
-    const head = faults[0];
-    if (head !== undefined && --head.remaining <= 0) faults.shift();
-    return head?.fault;
-  }
 
   function applyFault(fault: StsFault, params: URLSearchParams): Reply | undefined {
     switch (fault.kind) {
@@ -139,9 +131,9 @@ export async function startStsEmulator(options: StsEmulatorOptions): Promise<Sts
     }
   }
 
-  async function dispatch(req: IncomingMessage, body: Buffer, params: URLSearchParams, call: StsCall): Promise<Reply> {
-    const fault = takeFault();
-    if (fault?.kind === 'latency') await sleep(fault.ms, undefined, { signal: aborter.signal });
+  async function dispatch(req: IncomingMessage, body: Buffer, params: URLSearchParams, call: StsCall, closed: AbortSignal): Promise<Reply> {
+    const fault = faults.take();
+    if (fault?.kind === 'latency') await sleep(fault.ms, undefined, { signal: closed });
     const injected = fault === undefined ? undefined : applyFault(fault, params);
     if (injected !== undefined) return injected;
 
@@ -177,7 +169,7 @@ export async function startStsEmulator(options: StsEmulatorOptions): Promise<Sts
     return success(input, now() + (input.durationSeconds ?? DEFAULT_DURATION_SECONDS) * 1000);
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handle(req: IncomingMessage, res: ServerResponse, closed: AbortSignal): Promise<void> {
     const call: StsCall = { at: now(), status: 0, tags: [], transitiveTagKeys: [] };
     const body = await readBody(req);
     const pathname = (req.url ?? '/').split('?')[0] ?? '';
@@ -192,7 +184,7 @@ export async function startStsEmulator(options: StsEmulatorOptions): Promise<Sts
     } else if (req.method !== 'POST') {
       reply = errorReply(405, 'MethodNotAllowed', `Method ${req.method ?? ''} is not allowed; STS answers POST /.`, { allow: 'POST' });
     } else {
-      reply = await dispatch(req, body, params, call);
+      reply = await dispatch(req, body, params, call, closed);
     }
     calls.push(call);
     if ('reset' in reply) return void req.socket.destroy();
@@ -201,34 +193,22 @@ export async function startStsEmulator(options: StsEmulatorOptions): Promise<Sts
     send(res, reply);
   }
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((error: unknown) => {
-      options.log?.(`sts emulator: request failed: ${error instanceof Error ? error.name : 'unknown error'}`);
-      if (!res.headersSent && !res.destroyed) send(res, errorReply(500, 'InternalFailure', 'Internal failure.'));
-    });
+  const server = await startEmulatorServer({
+    name: 'sts emulator',
+    host: options.host,
+    port: options.port,
+    log: options.log,
+    handle,
+    answerFailure: (res) => send(res, errorReply(500, 'InternalFailure', 'Internal failure.')),
   });
-  server.listen(options.port ?? 0, options.host ?? '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address() as AddressInfo;
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  let closing: Promise<void> | undefined;
-
   return {
-    url: `http://${host}:${address.port}`,
-    port: address.port,
+    url: server.url,
+    port: server.port,
     calls,
     get callCount() { return calls.length; },
-    inject(fault, times = 1) { if (times > 0) faults.push({ fault, remaining: times }); },
-    clearFaults() { faults.length = 0; },
-    close() {
-      // Abort pending latency faults and drop keep-alive sockets so the process can exit.
-      closing ??= new Promise<void>((resolve) => {
-        aborter.abort();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-      return closing;
-    },
+    inject: (fault, times) => faults.inject(fault, times),
+    clearFaults: () => faults.clear(),
+    close: () => server.close(),
   };
 }
 
