@@ -8,6 +8,7 @@ import { watchAssociations } from '../src/associations/watch.ts';
 import { createMetrics } from '../src/observability/metrics.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { createLogAudit } from './helpers/log-audit.ts';
+import { eventually } from './helpers/eventually.ts';
 
 const ROLE = 'arn:aws:iam::111122223333:role/app';
 
@@ -112,14 +113,6 @@ async function tempDir(t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'pia-assoc-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   return dir;
-}
-
-async function eventually(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 200; i += 1) {
-    if (check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 t.test('the file is re-read when it changes; a broken version keeps the last good one', async (t) => {

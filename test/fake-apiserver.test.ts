@@ -29,6 +29,7 @@ import { watchConfigMap } from '../src/k8s/configmap-watch.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { type FakeApiServer, type FakePod, type TokenVerdict, startFakeApiServer } from './helpers/fake-apiserver.ts';
 import { type LogAudit, createLogAudit } from './helpers/log-audit.ts';
+import { eventually } from './helpers/eventually.ts';
 
 const ISSUER = 'https://oidc.example.test/id/FAKE';
 const NODE_A_SELECTOR = 'spec.nodeName=node-a';
@@ -80,13 +81,7 @@ function record(informer: Informer<V1Pod>): Recorder {
   return rec;
 }
 
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
+const waitFor = (what: string, cond: () => boolean, timeoutMs?: number): Promise<void> => eventually(cond, what, timeoutMs);
 
 function names(list: { metadata?: { name?: string } }[]): string[] {
   return list.map((p) => p.metadata?.name ?? '').sort();

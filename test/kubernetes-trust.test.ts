@@ -8,6 +8,7 @@ import { createTokenIssuer } from '../src/emulator/token-issuer.ts';
 import type { LoadedKubeConfig } from '../src/k8s/kube-config.ts';
 import { type FakeApiServer, type FakePod, startFakeApiServer } from './helpers/fake-apiserver.ts';
 import { type Harness, startHarness } from './helpers/harness.ts';
+import { eventually } from './helpers/eventually.ts';
 
 const NODE = 'node-a';
 
@@ -44,14 +45,6 @@ async function startCluster(t: Test, options: { args?: string[]; stateDir?: stri
 
 const pod = (name: string, extra: Partial<FakePod> = {}): FakePod => ({ namespace: 'default', name, uid: `uid-${name}`, nodeName: NODE, podIP: '127.0.0.1', serviceAccountName: 'app', ...extra });
 const tokenFor = (h: Harness, p: FakePod) => h.token({ namespace: p.namespace, serviceAccount: 'app', podName: p.name, podUid: p.uid });
-
-async function eventually(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 100; i += 1) {
-    if (check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 t.test('jwks: a good token from a pod on this node is served; keys are stored 0700', async (t) => {
   const { h, api, stateDir } = await startCluster(t);

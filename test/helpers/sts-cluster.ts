@@ -14,6 +14,7 @@ import type { RetryPolicy } from '../../src/upstream/retry.ts';
 import { type FakeApiServer, type FakePod, startFakeApiServer } from './fake-apiserver.ts';
 import { NODE_CREDENTIALS, type Reply, type RequestOptions, sendRequest } from './harness.ts';
 import { type LogAudit, createLogAudit } from './log-audit.ts';
+export { eventually } from './eventually.ts';
 
 export const NODE = 'node-a';
 export const APP_ROLE = 'arn:aws:iam::111122223333:role/app';
@@ -130,13 +131,4 @@ export async function startStsCluster(t: Test, options: StsClusterOptions = {}):
     },
     send,
   };
-}
-
-export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
