@@ -43,13 +43,12 @@ export async function watchAssociations(options: WatchAssociationsOptions): Prom
   const configMapSource = sources.configMap === undefined ? undefined : `configmap ${sources.configMap.namespace}/${sources.configMap.name}`;
   const table = new AssociationTable([fileSource, configMapSource].filter((source) => source !== undefined));
 
-  const kinds = new Map<string, SourceKind>();
-  if (fileSource !== undefined) kinds.set(fileSource, 'file');
-  if (configMapSource !== undefined) kinds.set(configMapSource, 'configmap');
+  // The metrics' bounded label for a source, whose name carries a path.
+  const kindOf = (source: string): SourceKind => (source === fileSource ? 'file' : 'configmap');
   const problems = new Map<string, readonly string[]>();
   let reportedDuplicates = new Set<string>();
 
-  const apply = (kind: SourceKind, source: string, parsed: ParsedAssociations) => {
+  const apply = (source: string, parsed: ParsedAssociations) => {
     const { changed } = table.update(source, parsed);
     problems.set(source, parsed.problems);
     for (const problem of parsed.problems) logger.warn({ source, problem }, 'association refused');
@@ -60,19 +59,17 @@ export async function watchAssociations(options: WatchAssociationsOptions): Prom
         duplicates.add(duplicate);
         if (!reportedDuplicates.has(duplicate)) logger.warn({ source: name, problem: duplicate }, 'association refused');
       }
-      const sourceKind = kinds.get(name);
-      if (sourceKind === undefined) continue;
-      metrics?.associations.set({ source: sourceKind, state: 'valid' }, summary.inForce);
-      metrics?.associations.set({ source: sourceKind, state: 'refused' }, (problems.get(name)?.length ?? 0) + summary.duplicates.length);
+      metrics?.associations.set({ source: kindOf(name), state: 'valid' }, summary.inForce);
+      metrics?.associations.set({ source: kindOf(name), state: 'refused' }, (problems.get(name)?.length ?? 0) + summary.duplicates.length);
     }
     reportedDuplicates = duplicates;
-    metrics?.associationReloads.inc({ source: kind, result: 'applied' });
+    metrics?.associationReloads.inc({ source: kindOf(source), result: 'applied' });
     const summary = table.summaries.get(source);
     logger.info({ source, associations: summary?.inForce ?? 0, refused: parsed.problems.length + (summary?.duplicates.length ?? 0), changed: changed.size, total: table.size }, 'associations loaded');
     if (changed.size > 0) options.onChange(changed);
   };
-  const failed = (kind: SourceKind, source: string, error: Error) => {
-    metrics?.associationReloads.inc({ source: kind, result: 'failed' });
+  const failed = (source: string, error: Error) => {
+    metrics?.associationReloads.inc({ source: kindOf(source), result: 'failed' });
     logger.error({ source, error: error.message }, 'associations could not be read; the last good ones stay in force');
   };
 
@@ -82,14 +79,14 @@ export async function watchAssociations(options: WatchAssociationsOptions): Prom
     const started = await pollFile({
       path,
       intervalMs: options.fileIntervalMs ?? 2000,
-      onChange: (text) => apply('file', fileSource, parseAssociations(text, fileSource)),
-      onError: (error) => failed('file', fileSource, error),
+      onChange: (text) => apply(fileSource, parseAssociations(text, fileSource)),
+      onError: (error) => failed(fileSource, error),
     }).catch((error: Error) => {
       throw new Error(`cannot read the associations file ${path}: ${(error as NodeJS.ErrnoException).code ?? error.message}`, { cause: error });
     });
     file = started.file;
     try {
-      apply('file', fileSource, parseAssociations(started.text, fileSource));
+      apply(fileSource, parseAssociations(started.text, fileSource));
     } catch (error) {
       file.close();
       throw error;
@@ -107,8 +104,8 @@ export async function watchAssociations(options: WatchAssociationsOptions): Prom
       onData: (data) => {
         if (data === undefined) logger.warn({ source: configMapSource }, 'the associations ConfigMap does not exist: none of its associations apply');
         const { parsed, errors } = documents.update(data ?? {});
-        for (const error of errors) failed('configmap', configMapSource, error);
-        apply('configmap', configMapSource, parsed);
+        for (const error of errors) failed(configMapSource, error);
+        apply(configMapSource, parsed);
       },
       ...(options.retryBaseMs === undefined ? {} : { retryBaseMs: options.retryBaseMs }),
     });

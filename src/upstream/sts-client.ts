@@ -37,13 +37,11 @@ const SERVICE = 'STS';
  * Attempts, timeouts and retries are the EKS Auth client's; the SDK makes one attempt per call.
  */
 export function createStsClient(options: StsClientOptions): CredentialExchange {
-  const { onAttemptStart, onAttempt } = options;
-  const hooks: AttemptHooks = { ...(onAttemptStart === undefined ? {} : { onAttemptStart }), ...(onAttempt === undefined ? {} : { onAttempt }) };
   const client = new STSClient({
     region: options.region,
     ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint.href }),
     credentials: options.credentials,
-    requestHandler: new UndiciHttpHandler(options.dispatcher, SERVICE, hooks),
+    requestHandler: new UndiciHttpHandler(options.dispatcher, SERVICE, options),
     maxAttempts: 1,
     customUserAgent: options.userAgent,
   });
