@@ -6,7 +6,10 @@ export interface InformerOptions<T extends KubernetesObject> {
   /** The collection's path, e.g. `/api/v1/pods`. */
   readonly path: string;
   readonly fieldSelector?: string;
-  /** Lists the collection; the objects are handed over here, before the watch's own events. */
+  /**
+   * Lists the collection. ListWatch reports the listed objects as add events as soon as this
+   * returns, before any other task runs, so an owner may mark itself synced in here.
+   */
   readonly list: () => Promise<KubernetesListObject<T>>;
   readonly onUpsert: (object: T) => void;
   readonly onDelete: (object: T) => void;
@@ -34,26 +37,17 @@ export function startInformer<T extends KubernetesObject>(options: InformerOptio
   let failures = 0;
   let startedAt = Date.now();
   let retry: NodeJS.Timeout | undefined;
-  // The listed objects are reported by the list and again by ListWatch's add events: once is enough.
-  const seen = new Map<string, string | undefined>();
+  // ListWatch keeps the objects and reports only new versions: nothing is reported twice.
   const upsert = (object: T) => {
-    if (closed) return;
-    const uid = object.metadata?.uid;
-    if (uid !== undefined && seen.has(uid) && seen.get(uid) === object.metadata?.resourceVersion) return;
-    if (uid !== undefined) seen.set(uid, object.metadata?.resourceVersion);
-    options.onUpsert(object);
+    if (!closed) options.onUpsert(object);
   };
   const remove = (object: T) => {
-    if (closed) return;
-    const uid = object.metadata?.uid;
-    if (uid !== undefined) seen.delete(uid);
-    options.onDelete(object);
+    if (!closed) options.onDelete(object);
   };
   const list = async () => {
     const listed = await options.list();
     // ListWatch cannot abort a list in flight: a close() meanwhile must not open the watch after it.
     if (closed) throw new Error('informer closed');
-    for (const object of listed.items) upsert(object);
     return listed;
   };
   // Bookmarks keep the resource version fresh on a quiet collection; client-node does not ask for them itself.
