@@ -6,7 +6,7 @@ import { openSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import { request } from 'undici';
-import { type EmulatedCluster, startEmulatedCluster } from '../src/emulator/emulated-cluster.ts';
+import { type EmulatedCluster, startEmulatedCluster } from '../test/emulator/emulated-cluster.ts';
 
 const run = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { buildAgent } from './agent.ts';
 import { pino } from 'pino';
-import { type Config, ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } from './config.ts';
+import { type Config, ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } from './config/index.ts';
 import { initialize } from './netsetup/initialize.ts';
 import { formatDuration } from './duration.ts';
 import { type Logger, createLogger } from './observability/logger.ts';
@@ -12,7 +12,6 @@ const USAGE = `Usage: pod-identity-agent <command> [flags]
 Commands:
   server      serve pod credentials (see: pod-identity-agent server --help)
   initialize  give this node the agent's link-local addresses (see: pod-identity-agent initialize --help)
-  demo        run the agent against a local EKS Auth emulator and fetch credentials with the AWS SDK
   version     print the version
 `;
 
@@ -23,10 +22,6 @@ async function main(argv: readonly string[]): Promise<number> {
       return server(rest);
     case 'initialize':
       return initializeNode(rest);
-    case 'demo': {
-      const { runDemo } = await import('./demo.ts');
-      return runDemo();
-    }
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`);

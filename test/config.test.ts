@@ -1,5 +1,5 @@
 import t from 'tap';
-import { ConfigError, parseServerArgs } from '../src/config.ts';
+import { ConfigError, parseServerArgs } from '../src/config/index.ts';
 import { formatDuration, parseDuration } from '../src/duration.ts';
 
 const env = { AWS_REGION: 'us-west-2' };
@@ -105,7 +105,7 @@ t.test('Go-style durations', async (t) => {
 });
 
 t.test('initialize flags: defaults, and every bad flag named at once', async (t) => {
-  const { parseInitializeArgs } = await import('../src/config.ts');
+  const { parseInitializeArgs } = await import('../src/config/index.ts');
   t.same(parseInitializeArgs([]).config, { ipv6: true, linkType: 'auto', redirectPort: undefined, logLevel: 'info' });
   t.same(parseInitializeArgs(['--no-ipv6', '--link-type', 'veth', '--redirect-port', '2704']).config, { ipv6: false, linkType: 'veth', redirectPort: 2704, logLevel: 'info' });
   try {

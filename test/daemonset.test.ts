@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { parseAllDocuments } from 'yaml';
-import { parseInitializeArgs, parseServerArgs } from '../src/config.ts';
+import { parseInitializeArgs, parseServerArgs } from '../src/config/index.ts';
 
 const run = promisify(execFile);
 const kubectl = await run('kubectl', ['version', '--client']).then(

@@ -4,9 +4,9 @@ import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { Client, request } from 'undici';
-import { createTokenIssuer, type IssueOptions, type TokenIssuer } from '../src/emulator/token-issuer.ts';
-import { startEksAuthEmulator, type EksAuthEmulator, type EmulatorOptions } from '../src/emulator/eks-auth-emulator.ts';
-import { verifySigV4 } from '../src/emulator/sigv4-verifier.ts';
+import { createTokenIssuer, type IssueOptions, type TokenIssuer } from './emulator/token-issuer.ts';
+import { startEksAuthEmulator, type EksAuthEmulator, type EmulatorOptions } from './emulator/eks-auth-emulator.ts';
+import { verifySigV4 } from './emulator/sigv4-verifier.ts';
 
 const REGION = 'eu-west-1';
 const CLUSTER = 'c1';

@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { buildAgent } from '../src/agent.ts';
-import { parseServerArgs } from '../src/config.ts';
+import { parseServerArgs } from '../src/config/index.ts';
 import { monitorEventLoop } from '../src/observability/event-loop.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { createHttpServer, listen } from '../src/server/http-server.ts';

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { AssumeRoleCommand, GetCallerIdentityCommand, STSClient, type AssumeRoleCommandInput } from '@aws-sdk/client-sts';
-import { startStsEmulator, type StsEmulator, type StsEmulatorOptions } from '../src/emulator/sts-emulator.ts';
+import { startStsEmulator, type StsEmulator, type StsEmulatorOptions } from './emulator/sts-emulator.ts';
 
 const REGION = 'us-west-2';
 const CALLER = { accessKeyId: 'AKIACALLEREXAMPLE001', secretAccessKey: 'caller-secret-access-key-000000000000000' };

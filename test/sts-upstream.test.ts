@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fromHttp } from '@aws-sdk/credential-providers';
 import t from 'tap';
-import { createTokenIssuer } from '../src/emulator/token-issuer.ts';
+import { createTokenIssuer } from './emulator/token-issuer.ts';
 import { roleSessionName } from '../src/upstream/sts-client.ts';
 import { APP_ROLE, eventually, startStsCluster } from './helpers/sts-cluster.ts';
 
@@ -209,7 +209,7 @@ t.test('the STS endpoint follows the SDK: AWS_ENDPOINT_URL_STS without --endpoin
 
 t.test('the agent will not start in STS mode without a way to verify tokens', async (t) => {
   const { buildAgent } = await import('../src/agent.ts');
-  const { parseServerArgs } = await import('../src/config.ts');
+  const { parseServerArgs } = await import('../src/config/index.ts');
   const { createLogger } = await import('../src/observability/logger.ts');
   const config = parseServerArgs(['--cluster-name', 'lab', '--region', 'us-west-2', '--upstream', 'sts', '--associations', '/nonexistent', '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--no-metrics'], {}).config!;
   const agent = buildAgent(config, { logger: createLogger({ level: 'fatal' }), credentialProvider: async () => ({ accessKeyId: 'a', secretAccessKey: 'b' }), kubernetes: null });

@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { Agent } from 'undici';
-import type { AttemptReport } from '../src/upstream/attempt-hooks.ts';
+import type { AttemptReport } from '../src/upstream/bounded-body.ts';
 import { UndiciHttpHandler } from '../src/upstream/undici-http-handler.ts';
 
 t.test('the SDK\'s request goes out as signed (path, query, headers, body); the answer comes back whole', async (t) => {

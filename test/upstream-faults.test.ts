@@ -104,7 +104,7 @@ t.test('a pod that gives up does not cancel the upstream call: its retry is a hi
 
 t.test('node credentials that cannot be resolved: 503 NodeCredentialsUnavailable, no upstream call', async (t) => {
   const { buildAgent } = await import('../src/agent.ts');
-  const { parseServerArgs } = await import('../src/config.ts');
+  const { parseServerArgs } = await import('../src/config/index.ts');
   const { createLogger } = await import('../src/observability/logger.ts');
   const { createLogAudit } = await import('./helpers/log-audit.ts');
   const { sendRequest } = await import('./helpers/harness.ts');

@@ -44,7 +44,7 @@ t.test('node credentials rotating mid-run are picked up for the next signature',
   const rotated = { accessKeyId: 'AKIANODEROTATED00002', secretAccessKey: 'node-secret-rotated-00000000000000000000' };
   let current: { accessKeyId: string; secretAccessKey: string } = NODE_CREDENTIALS;
   const { buildAgent } = await import('../src/agent.ts');
-  const { parseServerArgs } = await import('../src/config.ts');
+  const { parseServerArgs } = await import('../src/config/index.ts');
   const { createLogger } = await import('../src/observability/logger.ts');
   const { createLogAudit } = await import('./helpers/log-audit.ts');
   const { sendRequest } = await import('./helpers/harness.ts');

@@ -1,5 +1,5 @@
 import { type AgentError, agentError, isAgentError } from '../errors.ts';
-import type { VerifiedIdentity } from '../token/verifier.ts';
+import type { VerifiedIdentity } from '../token/identity.ts';
 import type { CredentialExchange } from '../upstream/types.ts';
 import { type CredentialEntry, type EntryRequest, type EntryTiming, createEntry } from './credential-entry.ts';
 import { NegativeCache } from './negative-cache.ts';

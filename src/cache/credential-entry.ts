@@ -1,4 +1,4 @@
-import type { VerifiedIdentity } from '../token/verifier.ts';
+import type { VerifiedIdentity } from '../token/identity.ts';
 import type { ExchangeResult } from '../upstream/types.ts';
 
 /** Credentials ready to answer: the response body is serialised once and reused for every hit. */

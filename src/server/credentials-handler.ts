@@ -4,11 +4,12 @@ import type { CredentialEntry } from '../cache/credential-entry.ts';
 import { type AgentError, agentError, isAgentError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { AgentMetrics } from '../observability/metrics.ts';
-import type { PodIdentity, ProjectedToken } from '../token/projected-token.ts';
+import type { PodIdentity } from '../token/identity.ts';
+import type { ProjectedToken } from '../token/projected-token.ts';
 import { createTokenChecker } from '../token/token-checker.ts';
 import { createHostCheck } from './host-check.ts';
-import { type ResolveIdentity, createIdentityResolver } from './request-identity.ts';
-import { sendError } from './responses.ts';
+import { type ResolveIdentity, createIdentityResolver } from '../trust/request-identity.ts';
+import { sendError } from '../wire.ts';
 
 export const CREDENTIALS_PATH = '/v1/credentials';
 

@@ -1,6 +1,6 @@
 import type { Registry } from 'prom-client';
 import type { RequestHandler } from './credentials-handler.ts';
-import { sendJson } from './responses.ts';
+import { sendJson } from '../wire.ts';
 
 export function createMetricsHandler(registry: Registry): RequestHandler {
   return (req, res) => {

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { EventLoopMonitor } from '../observability/event-loop.ts';
 import type { NodeCredentials } from '../upstream/node-credentials.ts';
 import type { RequestHandler } from './credentials-handler.ts';
-import { sendJson } from './responses.ts';
+import { sendJson } from '../wire.ts';
 
 export interface ProbeOptions {
   /** The credential listeners actually bound. */

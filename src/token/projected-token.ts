@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import { agentError } from '../errors.ts';
+import type { PodIdentity } from './identity.ts';
 
 /** What the agent reads from a projected service-account token without verifying its signature. */
 export interface ProjectedToken {
@@ -12,14 +13,6 @@ export interface ProjectedToken {
   /** Epoch seconds, when the token has an nbf claim. */
   readonly notBefore: number | undefined;
   readonly identity: PodIdentity;
-}
-
-/** Who the token says it is, for logs and (later) pod binding. Absent claims stay undefined. */
-export interface PodIdentity {
-  readonly namespace: string | undefined;
-  readonly serviceAccount: string | undefined;
-  readonly podName: string | undefined;
-  readonly podUid: string | undefined;
 }
 
 export interface TokenCheckOptions {

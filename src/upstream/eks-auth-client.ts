@@ -1,7 +1,7 @@
 import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { Dispatcher } from 'undici';
-import { type AttemptHooks, readBoundedBody } from './attempt-hooks.ts';
+import { type AttemptHooks, readBoundedBody } from './bounded-body.ts';
 import { buildAssumeRoleRequest, parseAssumeRoleResponse } from './eks-auth-protocol.ts';
 import type { NodeCredentials } from './node-credentials.ts';
 import { DEFAULT_RETRY_POLICY, type RetryPolicy, withRetry } from './retry.ts';

@@ -1,4 +1,4 @@
-import type { VerifiedIdentity } from '../token/verifier.ts';
+import type { VerifiedIdentity } from '../token/identity.ts';
 
 /** Temporary credentials for a pod, as the upstream granted them. */
 export interface PodCredentials {

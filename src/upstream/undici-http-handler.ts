@@ -1,6 +1,6 @@
 import type { HttpHandlerOptions, HttpRequest, HttpResponse, RequestHandler } from '@smithy/types';
 import type { Dispatcher } from 'undici';
-import { type AttemptHooks, readBoundedBody } from './attempt-hooks.ts';
+import { type AttemptHooks, readBoundedBody } from './bounded-body.ts';
 
 /**
  * Lets an AWS SDK client send through the agent's own undici pool: the same keep-alive

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import type { Test } from 'tap';
-import type { EmulatedCluster } from '../../src/emulator/emulated-cluster.ts';
+import type { EmulatedCluster } from '../emulator/emulated-cluster.ts';
 import { NODE_CREDENTIALS, freePort } from './harness.ts';
 
 export const CLI = new URL('../../dist/cli.js', import.meta.url).pathname;

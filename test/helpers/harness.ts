@@ -1,11 +1,11 @@
 import { request } from 'node:http';
 import type { Test } from 'tap';
 import { type Agent, type AgentAddresses, buildAgent } from '../../src/agent.ts';
-import { parseServerArgs } from '../../src/config.ts';
+import { parseServerArgs } from '../../src/config/index.ts';
 import type { LoadedKubeConfig } from '../../src/k8s/kube-config.ts';
-import type { EksAuthEmulator, EmulatorOptions } from '../../src/emulator/eks-auth-emulator.ts';
-import { type EmulatedCluster, startEmulatedCluster } from '../../src/emulator/emulated-cluster.ts';
-import type { IssueOptions, TokenIssuer } from '../../src/emulator/token-issuer.ts';
+import type { EksAuthEmulator, EmulatorOptions } from '../emulator/eks-auth-emulator.ts';
+import { type EmulatedCluster, startEmulatedCluster } from '../emulator/emulated-cluster.ts';
+import type { IssueOptions, TokenIssuer } from '../emulator/token-issuer.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import type { RetryPolicy } from '../../src/upstream/retry.ts';
 import { type LogAudit, createLogAudit } from './log-audit.ts';

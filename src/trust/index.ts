@@ -1,11 +1,11 @@
-import type { Config } from '../config.ts';
+import type { Config } from '../config/index.ts';
 import type { Logger } from '../observability/logger.ts';
-import { jwksVerifier } from '../token/jwks-verifier.ts';
-import { tokenReviewVerifier } from '../token/tokenreview-verifier.ts';
-import type { TokenVerifier } from '../token/verifier.ts';
+import { jwksVerifier } from './jwks-verifier.ts';
+import { tokenReviewVerifier } from './tokenreview-verifier.ts';
+import type { TokenVerifier } from './verifier.ts';
 import { issuerKeys } from './issuer-keys.ts';
-import type { LoadedKubeConfig } from './kube-config.ts';
-import { type PodIndex, watchNodePods } from './pod-index.ts';
+import type { LoadedKubeConfig } from '../k8s/kube-config.ts';
+import { type PodIndex, watchNodePods } from '../k8s/pod-index.ts';
 
 /** What the cluster lets the agent check: token verification and pod binding, each possibly off. */
 export interface Trust {

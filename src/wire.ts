@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import type { AgentError } from '../errors.ts';
+import type { AgentError } from './errors.ts';
 
 const JSON_HEADERS = { 'content-type': 'application/json', 'cache-control': 'no-store' } as const;
 

@@ -2,10 +2,10 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fromHttp } from '@aws-sdk/credential-providers';
-import { buildAgent } from './agent.ts';
-import { parseServerArgs } from './config.ts';
+import { buildAgent } from '../src/agent.ts';
+import { parseServerArgs } from '../src/config/index.ts';
 import { startEmulatedCluster } from './emulator/emulated-cluster.ts';
-import { createLogger } from './observability/logger.ts';
+import { createLogger } from '../src/observability/logger.ts';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -13,7 +13,7 @@ const say = (line: string) => process.stdout.write(`${line}\n`);
  * The whole flow on loopback: an EKS Auth emulator, the agent in front of it, and the real AWS SDK
  * for JavaScript fetching credentials the way a pod does. Prints what happened, never a secret.
  */
-export async function runDemo(): Promise<number> {
+async function runDemo(): Promise<number> {
   const { issuer, emulator, nodeCredentials } = await startEmulatedCluster({
     clusterName: 'demo',
     associations: [{ namespace: 'default', serviceAccount: 'demo-app', roleArn: 'arn:aws:iam::111122223333:role/demo-app' }],
@@ -56,3 +56,6 @@ export async function runDemo(): Promise<number> {
     await rm(dir, { recursive: true, force: true });
   }
 }
+
+// `npm run demo`: the emulators are test code, so the demo runs from here, never from the image.
+process.exitCode = await runDemo();

@@ -1,13 +1,6 @@
 import type { AgentError } from '../errors.ts';
-import type { ProjectedToken } from './projected-token.ts';
-
-/** Who a verified token says the pod is; every field present. */
-export interface VerifiedIdentity {
-  readonly namespace: string;
-  readonly serviceAccount: string;
-  readonly podName: string;
-  readonly podUid: string;
-}
+import type { VerifiedIdentity } from '../token/identity.ts';
+import type { ProjectedToken } from '../token/projected-token.ts';
 
 /** Local verification of a token: the cluster's keys (jwks) or the API server's TokenReview. */
 export interface TokenVerifier {

@@ -1,9 +1,10 @@
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
-import { parseDuration } from './duration.ts';
-import { DEFAULT_MISS_LIMITS, type MissLimits } from './server/miss-limiter.ts';
-import type { AssociationSources } from './associations/watch.ts';
-import { type ResolvedEndpoint, parseEndpointUrl, resolveEndpoint } from './upstream/endpoint.ts';
+import { parseDuration } from '../duration.ts';
+import type { LogLevel } from '../observability/logger.ts';
+import { DEFAULT_MISS_LIMITS, type MissLimits } from '../cache/miss-limiter.ts';
+import type { AssociationSources } from '../associations/watch.ts';
+import { type ResolvedEndpoint, parseEndpointUrl, resolveEndpoint } from '../upstream/endpoint.ts';
 
 /** The server's settings, validated once at start-up. */
 export interface Config {
@@ -46,8 +47,6 @@ export interface StsConfig {
   /** Sent as the eks-cluster-arn session tag when given. */
   readonly clusterArn: string | undefined;
 }
-
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 
 export const DEFAULTS = {
   port: 80,

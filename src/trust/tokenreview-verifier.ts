@@ -1,6 +1,7 @@
 import { AuthenticationV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { type AgentError, agentError, isAgentError } from '../errors.ts';
-import { type TokenVerifier, type VerifiedIdentity, VerdictMemo } from './verifier.ts';
+import { type TokenVerifier, VerdictMemo } from './verifier.ts';
+import type { VerifiedIdentity } from '../token/identity.ts';
 
 const VERDICT_TTL_MS = 60_000;
 

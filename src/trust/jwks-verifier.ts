@@ -1,8 +1,9 @@
 import { createLocalJWKSet, errors, jwtVerify, type JWTPayload } from 'jose';
 import { AgentError, agentError, isAgentError } from '../errors.ts';
-import type { IssuerKeys } from '../k8s/issuer-keys.ts';
-import type { ProjectedToken } from './projected-token.ts';
-import { type TokenVerifier, type VerifiedIdentity, VerdictMemo } from './verifier.ts';
+import type { IssuerKeys } from './issuer-keys.ts';
+import type { ProjectedToken } from '../token/projected-token.ts';
+import { type TokenVerifier, VerdictMemo } from './verifier.ts';
+import type { VerifiedIdentity } from '../token/identity.ts';
 
 const ALGORITHMS = ['RS256', 'ES256', 'ES384', 'ES512'];
 

@@ -3,7 +3,8 @@ import type { CacheRequest } from '../cache/credential-cache.ts';
 import { agentError } from '../errors.ts';
 import type { PodIndex } from '../k8s/pod-index.ts';
 import { type ProjectedToken, tokenKey } from '../token/projected-token.ts';
-import type { TokenVerifier, VerifiedIdentity } from '../token/verifier.ts';
+import type { VerifiedIdentity } from '../token/identity.ts';
+import type { TokenVerifier } from './verifier.ts';
 
 export interface RequestIdentityOptions {
   readonly clusterName: string;
