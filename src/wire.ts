@@ -1,9 +1,51 @@
 import type { ServerResponse } from 'node:http';
-import type { AgentError } from './errors.ts';
+import { type AgentError, type AgentErrorCode, ERROR_CATALOG, agentError } from './errors.ts';
+
+// Every answer a pod or a probe sees is written here: the credentials body, `{Code, Message}`
+// errors (also the raw ones for requests Node could not parse) and JSON reports.
 
 const JSON_HEADERS = { 'content-type': 'application/json', 'cache-control': 'no-store' } as const;
 
-/** A prepared JSON body; credentials are never cached by anything between agent and pod. */
+/** Temporary credentials for a pod, as the upstream granted them. */
+export interface PodCredentials {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly sessionToken: string;
+  /** Undefined when the upstream's role ARN did not name an account. */
+  readonly accountId: string | undefined;
+  /** Epoch milliseconds. */
+  readonly expiresAt: number;
+}
+
+/** A success answer, serialised once when the credentials arrive and written as is for every hit. */
+export interface PreparedAnswer {
+  readonly body: Buffer;
+  /** Flat, as `writeHead` takes them. */
+  readonly headers: readonly string[];
+}
+
+/** The body every SDK accepts: four strings, and `Expiration` in RFC 3339 UTC ending in "Z". */
+export function prepareCredentials(credentials: PodCredentials): PreparedAnswer {
+  const body = unpooled(
+    JSON.stringify({
+      AccessKeyId: credentials.accessKeyId,
+      SecretAccessKey: credentials.secretAccessKey,
+      Token: credentials.sessionToken,
+      AccountId: credentials.accountId,
+      // toISOString() gives RFC 3339 UTC with "Z", the one form every SDK accepts (JS refuses +00:00).
+      Expiration: new Date(credentials.expiresAt).toISOString(),
+    }),
+  );
+  return { body, headers: ['content-type', 'application/json', 'cache-control', 'no-store', 'content-length', String(body.length)] };
+}
+
+export function sendPrepared(res: ServerResponse, answer: PreparedAnswer): void {
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(200, answer.headers as string[]);
+  res.end(answer.body);
+}
+
+/** A JSON body; nothing between agent and pod may cache it. */
 export function sendJson(res: ServerResponse, status: number, body: Buffer | string, extraHeaders: Record<string, string> = {}): void {
   if (res.headersSent || res.destroyed) return;
   try {
@@ -15,8 +57,46 @@ export function sendJson(res: ServerResponse, status: number, body: Buffer | str
   }
 }
 
+/** A JSON report (probes); `undefined` fields are left out as JSON.stringify does. */
+export function sendReport(res: ServerResponse, status: number, report: object): void {
+  sendJson(res, status, JSON.stringify(report));
+}
+
 /** `{"Code","Message"}`: the JS SDK reads Code and Message, Go reads them case-insensitively. */
-export function sendError(res: ServerResponse, error: AgentError, extraHeaders: Record<string, string> = {}): void {
-  const retryAfter: Record<string, string> = error.retryAfterSeconds === undefined ? {} : { 'retry-after': String(error.retryAfterSeconds) };
-  sendJson(res, error.status, JSON.stringify(error.toJSON()), { ...retryAfter, ...extraHeaders });
+export function sendError(res: ServerResponse, error: AgentError): void {
+  const headers: Record<string, string> = {};
+  if (error.retryAfterSeconds !== undefined) headers['retry-after'] = String(error.retryAfterSeconds);
+  if (error.code === 'MethodNotAllowed') headers.allow = 'GET';
+  sendJson(res, error.status, errorBody(error), headers);
+}
+
+/** 404 for a path a side server does not serve. */
+export function sendNotFound(res: ServerResponse, message: string): void {
+  sendError(res, agentError('NotFound', message));
+}
+
+function errorBody(error: AgentError): string {
+  return JSON.stringify(error.toJSON());
+}
+
+const REASONS: Readonly<Record<number, string>> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' };
+
+/**
+ * A whole HTTP/1.1 answer, for a socket Node's parser gave up on (no ServerResponse exists):
+ * the same `{Code, Message}` and status as the catalog gives every other refusal, then close.
+ */
+export function rawErrorResponse(code: AgentErrorCode, message: string): string {
+  const { status } = ERROR_CATALOG[code];
+  const body = errorBody(agentError(code, message));
+  return `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+}
+
+/**
+ * A buffer of its own rather than a slice of Node's shared 8 KiB pool: a long-lived slice pins the
+ * whole slab, which with thousands of cached bodies costs several times the bodies themselves.
+ */
+function unpooled(text: string): Buffer {
+  const buffer = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
+  buffer.write(text);
+  return buffer;
 }

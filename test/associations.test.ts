@@ -5,6 +5,7 @@ import t, { type Test } from 'tap';
 import { AssociationsDocumentError, parseAssociations } from '../src/associations/association.ts';
 import { AssociationTable } from '../src/associations/association-table.ts';
 import { watchAssociations } from '../src/associations/watch.ts';
+import { associationsMetrics } from '../src/observability/instrumentation.ts';
 import { createMetrics } from '../src/observability/metrics.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { createLogAudit } from './helpers/log-audit.ts';
@@ -122,8 +123,10 @@ t.test('the file is re-read when it changes; a broken version keeps the last goo
   const audit = createLogAudit();
   const metrics = createMetrics({ defaultMetrics: false });
   const changes: string[][] = [];
-  const watched = await watchAssociations({ sources: { file: path, configMap: undefined }, kubeConfig: undefined, logger: createLogger({ level: 'debug', destination: audit.sink }), metrics, onChange: (changed) => changes.push([...changed]), fileIntervalMs: 20 });
+  const watched = watchAssociations({ sources: { file: path, configMap: undefined }, logger: createLogger({ level: 'debug', destination: audit.sink }), observer: associationsMetrics(metrics), onChange: (changed) => changes.push([...changed]), fileIntervalMs: 20 });
   t.teardown(() => watched.close());
+  t.equal(watched.complete, false, 'nothing is complete before the sources are read');
+  await watched.start(undefined);
   t.equal(watched.complete, true);
   t.equal(watched.find('default', 'app')?.roleArn, ROLE);
   t.match(audit.lines.find((l) => l.msg === 'association refused'), { level: 'warn', problem: /entry 2 \(default\/bad\): roleArn "nope"/ });
@@ -150,9 +153,9 @@ t.test('the file is re-read when it changes; a broken version keeps the last goo
 t.test('a missing file or a broken document at start is a start-up error', async (t) => {
   const dir = await tempDir(t);
   const logger = createLogger({ level: 'fatal', destination: createLogAudit().sink });
-  const options = { kubeConfig: undefined, logger, onChange: () => undefined };
-  await t.rejects(watchAssociations({ ...options, sources: { file: join(dir, 'missing.yaml'), configMap: undefined } }), { message: /cannot read the associations file .*missing\.yaml: ENOENT/ });
+  const options = { logger, onChange: () => undefined };
+  await t.rejects(watchAssociations({ ...options, sources: { file: join(dir, 'missing.yaml'), configMap: undefined } }).start(undefined), { message: /cannot read the associations file .*missing\.yaml: ENOENT/ });
   await writeFile(join(dir, 'broken.yaml'), '{"associations": 3}');
-  await t.rejects(watchAssociations({ ...options, sources: { file: join(dir, 'broken.yaml'), configMap: undefined } }), { message: /expected an object with an "associations" list/ });
-  await t.rejects(watchAssociations({ ...options, sources: { file: undefined, configMap: { namespace: 'kube-system', name: 'x' } } }), { message: /needs the Kubernetes API/ });
+  await t.rejects(watchAssociations({ ...options, sources: { file: join(dir, 'broken.yaml'), configMap: undefined } }).start(undefined), { message: /expected an object with an "associations" list/ });
+  await t.rejects(watchAssociations({ ...options, sources: { file: undefined, configMap: { namespace: 'kube-system', name: 'x' } } }).start(undefined), { message: /needs the Kubernetes API/ });
 });

@@ -2,6 +2,7 @@ import t from 'tap';
 import type { CredentialCache } from '../src/cache/credential-cache.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { createMetrics } from '../src/observability/metrics.ts';
+import { createRequestRecorder } from '../src/observability/request-log.ts';
 import { createCredentialsHandler } from '../src/server/credentials-handler.ts';
 import { createHttpServer, listen } from '../src/server/http-server.ts';
 import { sendRequest, startHarness } from './helpers/harness.ts';
@@ -21,12 +22,12 @@ t.test('a bug inside one request is that request\'s 500, and the next is served'
     get: async () => {
       if (calls === 2) throw new RangeError('boom in get');
       const checked = (await import('../src/token/token-checker.ts')).createTokenChecker({ audience: 'pods.eks.amazonaws.com' }).check(token, Date.now());
-      return h.agent.cache.get({ key: checked.key, token: checked.raw, tokenExpiresAt: checked.expiresAt * 1000, identity: undefined });
+      return h.agent.cache.get({ key: checked.digest, token: checked.raw, tokenExpiresAt: checked.expiresAt * 1000, identity: undefined });
     },
   } as unknown as CredentialCache;
   const audit = createLogAudit();
   const server = createHttpServer(
-    createCredentialsHandler({ bindHosts: ['127.0.0.1'], port: 0, audience: 'pods.eks.amazonaws.com', cache, logger: createLogger({ level: 'info', destination: audit.sink }), metrics: createMetrics({ defaultMetrics: false }) }),
+    createCredentialsHandler({ bindHosts: ['127.0.0.1'], port: 0, audience: 'pods.eks.amazonaws.com', cache, record: createRequestRecorder(createMetrics({ defaultMetrics: false }), createLogger({ level: 'info', destination: audit.sink })) }),
   );
   const { port } = await listen(server, '127.0.0.1', 0);
   t.teardown(() => server.close());

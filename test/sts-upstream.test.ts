@@ -261,12 +261,12 @@ t.test('associations from a ConfigMap watched through the API server, next to th
 });
 
 t.test('until every associations source is read, an unknown service account is 503 AssociationsUnavailable, not a 404', async (t) => {
-  const { createStsClient } = await import('../src/upstream/sts-client.ts');
+  const { createStsClient, requireAssociation } = await import('../src/upstream/sts-client.ts');
   const { Agent } = await import('undici');
   const dispatcher = new Agent();
   t.teardown(() => dispatcher.destroy());
   const lookup = { complete: false, find: () => undefined };
-  const client = createStsClient({ region: 'us-west-2', endpoint: new URL('http://127.0.0.1:9'), clusterName: 'lab', clusterArn: undefined, associations: lookup, credentials: async () => ({ accessKeyId: 'a', secretAccessKey: 'b' }), dispatcher, userAgent: 'test' });
+  const client = requireAssociation(lookup, 'lab')(createStsClient({ region: 'us-west-2', endpoint: new URL('http://127.0.0.1:9'), clusterName: 'lab', clusterArn: undefined, associations: lookup, credentials: async () => ({ accessKeyId: 'a', secretAccessKey: 'b' }), dispatcher, userAgent: 'test' }));
   const identity = { namespace: 'jobs', serviceAccount: 'worker', podName: 'w', podUid: 'u' };
   await t.rejects(client.exchange({ token: 'x', identity }), { code: 'AssociationsUnavailable', status: 503, retryable: true });
   lookup.complete = true;

@@ -3,7 +3,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { Agent } from 'undici';
-import type { AttemptReport } from '../src/upstream/bounded-body.ts';
+import { timeAttempts } from '../src/upstream/attempt-timing.ts';
+import type { AttemptReport } from '../src/upstream/types.ts';
 import { UndiciHttpHandler } from '../src/upstream/undici-http-handler.ts';
 
 t.test('the SDK\'s request goes out as signed (path, query, headers, body); the answer comes back whole', async (t) => {
@@ -29,7 +30,8 @@ t.test('the SDK\'s request goes out as signed (path, query, headers, body); the 
     server.close();
   });
   const reports: AttemptReport[] = [];
-  const handler = new UndiciHttpHandler(dispatcher, 'STS', { onAttempt: (report) => reports.push(report) });
+  // Attempt timing is the pool's interceptor, as createUpstream composes it.
+  const handler = new UndiciHttpHandler(dispatcher.compose(timeAttempts({ attemptEnded: (report) => reports.push(report) })), 'STS');
   const request = { protocol: 'http:', hostname: '127.0.0.1', port, method: 'POST', path: '/', query: { b: 'x y', a: ["it's", '*'], flag: null }, headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'AWS4-HMAC-SHA256 ...' }, body: 'Action=AssumeRole' };
   const { response } = await handler.handle(request);
   t.equal(response.statusCode, 200);

@@ -1,8 +1,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { type ConfigMapRef, watchConfigMap } from '../k8s/configmap-watch.ts';
 import type { Informer } from '../k8s/informer.ts';
-import type { Logger } from '../observability/logger.ts';
-import type { AgentMetrics } from '../observability/metrics.ts';
+import type { Logger } from 'pino';
 import { type Association, AssociationsDocumentError, type ParsedAssociations, parseAssociations } from './association.ts';
 import { type AssociationLookup, AssociationTable } from './association-table.ts';
 import { type PolledFile, pollFile } from './file-source.ts';
@@ -14,12 +13,20 @@ export interface AssociationSources {
   readonly configMap: ConfigMapRef | undefined;
 }
 
+/** The metrics' bounded label for a source, whose name carries a path. */
+export type SourceKind = 'file' | 'configmap';
+
+/** What the associations tell metrics; they know nothing of Prometheus. */
+export interface AssociationsObserver {
+  /** After every update: entries in force, and entries refused (invalid or duplicate), of one source. */
+  counted?(source: SourceKind, valid: number, refused: number): void;
+  reloaded?(source: SourceKind, result: 'applied' | 'failed'): void;
+}
+
 export interface WatchAssociationsOptions {
   readonly sources: AssociationSources;
-  /** Needed for the ConfigMap source. */
-  readonly kubeConfig: KubeConfig | undefined;
   readonly logger: Logger;
-  readonly metrics?: AgentMetrics;
+  readonly observer?: AssociationsObserver;
   /** Service accounts (`namespace/name`) whose association appeared, changed or went away. */
   readonly onChange: (changed: ReadonlySet<string>) => void;
   readonly fileIntervalMs?: number;
@@ -27,23 +34,25 @@ export interface WatchAssociationsOptions {
 }
 
 export interface WatchedAssociations extends AssociationLookup {
+  /**
+   * Reads the sources and keeps them current; the ConfigMap needs the API server's configuration.
+   * Until then nothing is found and nothing is complete.
+   */
+  start(kubeConfig: KubeConfig | undefined): Promise<void>;
   close(): Promise<void>;
 }
-
-type SourceKind = 'file' | 'configmap';
 
 /**
  * The associations the STS upstream grants from, kept current. The file must be readable at
  * start (a typo in a path fails fast); afterwards a source that cannot be read or parsed keeps
  * its last good associations, and a refused entry never takes the others down with it.
  */
-export async function watchAssociations(options: WatchAssociationsOptions): Promise<WatchedAssociations> {
-  const { sources, logger, metrics } = options;
+export function watchAssociations(options: WatchAssociationsOptions): WatchedAssociations {
+  const { sources, logger, observer = {} } = options;
   const fileSource = sources.file === undefined ? undefined : `file ${sources.file}`;
   const configMapSource = sources.configMap === undefined ? undefined : `configmap ${sources.configMap.namespace}/${sources.configMap.name}`;
   const table = new AssociationTable([fileSource, configMapSource].filter((source) => source !== undefined));
 
-  // The metrics' bounded label for a source, whose name carries a path.
   const kindOf = (source: string): SourceKind => (source === fileSource ? 'file' : 'configmap');
   const problems = new Map<string, readonly string[]>();
   let reportedDuplicates = new Set<string>();
@@ -59,22 +68,24 @@ export async function watchAssociations(options: WatchAssociationsOptions): Prom
         duplicates.add(duplicate);
         if (!reportedDuplicates.has(duplicate)) logger.warn({ source: name, problem: duplicate }, 'association refused');
       }
-      metrics?.associations.set({ source: kindOf(name), state: 'valid' }, summary.inForce);
-      metrics?.associations.set({ source: kindOf(name), state: 'refused' }, (problems.get(name)?.length ?? 0) + summary.duplicates.length);
+      observer.counted?.(kindOf(name), summary.inForce, (problems.get(name)?.length ?? 0) + summary.duplicates.length);
     }
     reportedDuplicates = duplicates;
-    metrics?.associationReloads.inc({ source: kindOf(source), result: 'applied' });
+    observer.reloaded?.(kindOf(source), 'applied');
     const summary = table.summaries.get(source);
     logger.info({ source, associations: summary?.inForce ?? 0, refused: parsed.problems.length + (summary?.duplicates.length ?? 0), changed: changed.size, total: table.size }, 'associations loaded');
     if (changed.size > 0) options.onChange(changed);
   };
   const failed = (source: string, error: Error) => {
-    metrics?.associationReloads.inc({ source: kindOf(source), result: 'failed' });
+    observer.reloaded?.(kindOf(source), 'failed');
     logger.error({ source, error: error.message }, 'associations could not be read; the last good ones stay in force');
   };
 
   let file: PolledFile | undefined;
-  if (sources.file !== undefined && fileSource !== undefined) {
+  let informer: Informer | undefined;
+
+  async function startFile(): Promise<void> {
+    if (sources.file === undefined || fileSource === undefined) return;
     const path = sources.file;
     const started = await pollFile({
       path,
@@ -93,12 +104,12 @@ export async function watchAssociations(options: WatchAssociationsOptions): Prom
     }
   }
 
-  let informer: Informer | undefined;
-  if (sources.configMap !== undefined && configMapSource !== undefined) {
-    if (options.kubeConfig === undefined) throw new Error(`--associations-configmap needs the Kubernetes API, and no configuration was found`);
+  function startConfigMap(kubeConfig: KubeConfig | undefined): void {
+    if (sources.configMap === undefined || configMapSource === undefined) return;
+    if (kubeConfig === undefined) throw new Error(`--associations-configmap needs the Kubernetes API, and no configuration was found`);
     const documents = new ConfigMapDocuments(configMapSource);
     informer = watchConfigMap({
-      kubeConfig: options.kubeConfig,
+      kubeConfig,
       configMap: sources.configMap,
       logger,
       onData: (data) => {
@@ -115,6 +126,10 @@ export async function watchAssociations(options: WatchAssociationsOptions): Prom
     find: (namespace, serviceAccount) => table.find(namespace, serviceAccount),
     get complete() {
       return table.complete;
+    },
+    async start(kubeConfig) {
+      await startFile();
+      startConfigMap(kubeConfig);
     },
     async close() {
       file?.close();

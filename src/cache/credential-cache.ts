@@ -1,18 +1,17 @@
 import { type AgentError, agentError, isAgentError } from '../errors.ts';
 import type { VerifiedIdentity } from '../token/identity.ts';
 import type { CredentialExchange } from '../upstream/types.ts';
-import { type CredentialEntry, type EntryRequest, type EntryTiming, createEntry } from './credential-entry.ts';
+import { type CredentialEntry, type EntryRequest, createEntry } from './credential-entry.ts';
 import { NegativeCache } from './negative-cache.ts';
-import { RenewalBudget } from './renewal-budget.ts';
+import { type EvictionReason, type RenewalOutcome, type RenewalTiming, Renewer, classify } from './renewal.ts';
+
+export type { EvictionReason, RenewalOutcome } from './renewal.ts';
 
 /**
  * How a request was answered: from the cache; by its own upstream call; by joining another's;
  * from still-valid credentials during an upstream failure; from a remembered upstream verdict.
  */
 export type LookupOutcome = 'hit' | 'miss' | 'coalesced' | 'stale' | 'negative' | 'limited';
-/** renewed; failed for a temporary reason (kept, retried later); dropped on a verdict about the token. */
-export type RenewalOutcome = 'renewed' | 'failed' | 'dropped';
-export type EvictionReason = 'capacity' | 'token_expired' | 'idle' | 'expired' | 'rejected' | 'pod_deleted' | 'association_changed';
 
 /** What the cache is asked for: a key, and the token to exchange (and renew with) under it. */
 export interface CacheRequest extends EntryRequest {
@@ -59,20 +58,17 @@ export interface CredentialCacheOptions {
 }
 
 export const MIN_CREDENTIAL_LIFETIME_MS = 15_000;
-const RENEWAL_RETRY_BASE_MS = 10_000;
-const RENEWAL_RETRY_CAP_MS = 5 * 60_000;
 
 /**
- * Credentials by token key (its SHA-256). Concurrent misses share one upstream call; Map order gives
- * least-recently-used eviction; a periodic sweep renews what is due within a rate and concurrency
- * budget and forgets identities nobody can come back for.
+ * Credentials by cache key (trust/request-identity.ts makes it). Concurrent misses share one upstream
+ * call; Map order gives least-recently-used eviction; a periodic sweep hands what is due to the
+ * Renewer (renewal.ts) and forgets identities nobody can come back for.
  */
 export class CredentialCache {
   readonly #exchange: CredentialExchange;
   readonly #maxSize: number;
-  readonly #timing: EntryTiming;
+  readonly #timing: RenewalTiming;
   readonly #minLifetimeMs: number;
-  readonly #concurrency: number;
   readonly #sweepIntervalMs: number;
   readonly #now: () => number;
   readonly #observer: CacheObserver;
@@ -82,8 +78,7 @@ export class CredentialCache {
   /** Pods deleted recently (uid -> when), so that a fetch still in flight for one is not stored. */
   readonly #deletedPods = new Map<string, number>();
   readonly #negative: NegativeCache;
-  readonly #budget: RenewalBudget;
-  #renewing = 0;
+  readonly #renewer: Renewer;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(options: CredentialCacheOptions) {
@@ -91,13 +86,18 @@ export class CredentialCache {
     this.#maxSize = options.retentionMs > 0 ? options.maxSize : 0;
     this.#minLifetimeMs = options.minLifetimeMs ?? MIN_CREDENTIAL_LIFETIME_MS;
     this.#timing = { retentionMs: options.retentionMs, minLifetimeMs: this.#minLifetimeMs, random: options.random ?? Math.random };
-    this.#concurrency = options.renewalConcurrency ?? 4;
     this.#sweepIntervalMs = options.sweepIntervalMs ?? 1000;
     this.#now = options.now ?? Date.now;
     this.#observer = options.observer ?? {};
     this.#admitMiss = options.admitMiss ?? (() => undefined);
     this.#negative = new NegativeCache(options.negativeTtlMs ?? 10_000, this.#maxSize);
-    this.#budget = new RenewalBudget(options.renewalsPerSecond ?? 3, this.#now());
+    this.#renewer = new Renewer({
+      perSecond: options.renewalsPerSecond ?? 3,
+      concurrency: options.renewalConcurrency ?? 4,
+      now: this.#now,
+      random: this.#timing.random,
+      onOutcome: (outcome) => this.#observer.renewal?.(outcome),
+    });
   }
 
   get size(): number {
@@ -179,20 +179,11 @@ export class CredentialCache {
     const due: [string, CredentialEntry][] = [];
     for (const [key, entry] of this.#entries) {
       if (this.#inflight.has(key)) continue;
-      if (entry.tokenExpiresAt <= now) this.#evict(key, 'token_expired');
-      else if (!this.#usable(entry)) this.#evict(key, 'expired');
-      else if (now < entry.renewAt) continue;
-      else if (entry.servedUntil <= now) this.#evict(key, 'idle');
-      else due.push([key, entry]);
+      const verdict = classify(entry, now, this.#minLifetimeMs);
+      if (verdict === 'due') due.push([key, entry]);
+      else if (verdict !== 'wait') this.#evict(key, verdict);
     }
-    due.sort((a, b) => a[1].renewAt - b[1].renewAt);
-    let started = 0;
-    for (const [key, entry] of due) {
-      if (this.#renewing >= this.#concurrency || !this.#budget.take(now)) break;
-      this.#renew(key, entry);
-      started += 1;
-    }
-    return started;
+    return this.#renewer.start(due, (key, entry) => this.#fetch(key, entry, true));
   }
 
   /** Sweeps every interval until close(); the timer never keeps the process alive. */
@@ -240,24 +231,6 @@ export class CredentialCache {
     const flight: InFlight = { call, identity: request.identity, superseded: false };
     this.#inflight.set(key, flight);
     return call;
-  }
-
-  #renew(key: string, entry: CredentialEntry): void {
-    this.#renewing += 1;
-    this.#fetch(key, entry, true)
-      .then(
-        () => this.#observer.renewal?.('renewed'),
-        (error: AgentError) => {
-          if (!error.retryable) return this.#observer.renewal?.('dropped');
-          entry.renewalFailures += 1;
-          const backoff = Math.min(RENEWAL_RETRY_CAP_MS, RENEWAL_RETRY_BASE_MS * 2 ** (entry.renewalFailures - 1));
-          entry.renewAt = this.#now() + backoff * (0.5 + this.#timing.random() / 2);
-          return this.#observer.renewal?.('failed');
-        },
-      )
-      .finally(() => {
-        this.#renewing -= 1;
-      });
   }
 
   #store(key: string, entry: CredentialEntry): void {

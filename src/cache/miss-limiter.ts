@@ -1,4 +1,5 @@
 import { type AgentError, agentError } from '../errors.ts';
+import { TokenBucket } from './token-bucket.ts';
 
 export interface MissLimits {
   /** Upstream-bound misses one identity (token, or verified pod identity) may start per second. */
@@ -15,11 +16,6 @@ export interface MissLimits {
 // An identity needs one call per renewal; five in a burst cover an SDK's retries of a failure.
 export const DEFAULT_MISS_LIMITS: MissLimits = Object.freeze({ perIdentityPerSecond: 1, perIdentityBurst: 5, perClientPerSecond: 15, perClientBurst: 60, nodePerSecond: 1000, nodeBurst: 1000 });
 
-interface Bucket {
-  tokens: number;
-  at: number;
-}
-
 /** Addresses or identities tracked at once; a flood of new ones cannot grow the maps past this. */
 const MAX_TRACKED = 10_000;
 
@@ -31,58 +27,52 @@ const MAX_TRACKED = 10_000;
 export class MissLimiter {
   readonly #limits: MissLimits;
   readonly #now: () => number;
-  readonly #clients = new Map<string, Bucket>();
-  readonly #identities = new Map<string, Bucket>();
-  readonly #node: Bucket;
+  readonly #clients = new Map<string, TokenBucket>();
+  readonly #identities = new Map<string, TokenBucket>();
+  readonly #node: TokenBucket;
 
   constructor(limits: MissLimits, now: () => number = Date.now) {
     this.#limits = limits;
     this.#now = now;
-    this.#node = { tokens: limits.nodeBurst, at: now() };
+    this.#node = new TokenBucket(limits.nodePerSecond, limits.nodeBurst, now());
   }
 
   /**
    * Takes one miss for the identity (its cache key), the client (source address) and the node, or
    * says how long to wait. The identity's own budget keeps one token from using up its address's,
-   * which host-network pods share.
+   * which host-network pods share. Nothing is spent unless all three have room.
    */
   admit(identity: string, client: string): AgentError | undefined {
     const now = this.#now();
-    const { perIdentityPerSecond, perIdentityBurst, perClientPerSecond, perClientBurst, nodePerSecond, nodeBurst } = this.#limits;
+    const { perIdentityPerSecond, perIdentityBurst, perClientPerSecond, perClientBurst } = this.#limits;
     const byIdentity = bucketFor(this.#identities, identity, now, perIdentityPerSecond, perIdentityBurst);
     const byClient = bucketFor(this.#clients, client, now, perClientPerSecond, perClientBurst);
-    refill(this.#node, now, nodePerSecond, nodeBurst);
-    if (byIdentity.tokens < 1) return limited('this identity', (1 - byIdentity.tokens) / perIdentityPerSecond);
-    if (byClient.tokens < 1) return limited('this pod', (1 - byClient.tokens) / perClientPerSecond);
-    if (this.#node.tokens < 1) return limited('this node', (1 - this.#node.tokens) / nodePerSecond);
-    byIdentity.tokens -= 1;
-    byClient.tokens -= 1;
-    this.#node.tokens -= 1;
+    const nodeHasRoom = this.#node.refill(now);
+    if (!byIdentity.refill(now)) return limited('this identity', byIdentity.secondsToNext);
+    if (!byClient.refill(now)) return limited('this pod', byClient.secondsToNext);
+    if (!nodeHasRoom) return limited('this node', this.#node.secondsToNext);
+    byIdentity.spend();
+    byClient.spend();
+    this.#node.spend();
     return undefined;
   }
 }
 
-/** The key's bucket, refilled to now; a map at its bound first lets go of full buckets, else its oldest. */
-function bucketFor(buckets: Map<string, Bucket>, key: string, now: number, perSecond: number, burst: number): Bucket {
+/** The key's bucket; a map at its bound first lets go of full buckets, else its oldest. */
+function bucketFor(buckets: Map<string, TokenBucket>, key: string, now: number, perSecond: number, burst: number): TokenBucket {
   let bucket = buckets.get(key);
   if (bucket === undefined) {
     if (buckets.size >= MAX_TRACKED) {
       for (const [other, candidate] of buckets) {
-        refill(candidate, now, perSecond, burst);
-        if (candidate.tokens >= burst) buckets.delete(other);
+        candidate.refill(now);
+        if (candidate.full) buckets.delete(other);
       }
       if (buckets.size >= MAX_TRACKED) buckets.delete(buckets.keys().next().value as string);
     }
-    bucket = { tokens: burst, at: now };
+    bucket = new TokenBucket(perSecond, burst, now);
     buckets.set(key, bucket);
   }
-  refill(bucket, now, perSecond, burst);
   return bucket;
-}
-
-function refill(bucket: Bucket, now: number, perSecond: number, burst: number): void {
-  bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) / 1000) * perSecond);
-  bucket.at = now;
 }
 
 function limited(who: string, waitSeconds: number): AgentError {

@@ -1,5 +1,5 @@
 import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
-import type { Logger } from '../observability/logger.ts';
+import type { Logger } from 'pino';
 import { type Informer, startInformer } from './informer.ts';
 
 export interface ConfigMapRef {

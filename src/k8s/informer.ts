@@ -1,5 +1,5 @@
 import { type KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
-import type { Logger } from '../observability/logger.ts';
+import type { Logger } from 'pino';
 
 export interface InformerOptions<T extends KubernetesObject> {
   readonly kubeConfig: KubeConfig;

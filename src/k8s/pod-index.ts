@@ -1,5 +1,5 @@
 import { CoreV1Api, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
-import type { Logger } from '../observability/logger.ts';
+import type { Logger } from 'pino';
 import { startInformer } from './informer.ts';
 
 /** What pod binding needs to know of a pod on this node. */

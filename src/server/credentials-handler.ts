@@ -1,15 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CacheRequest, CredentialCache, LookupOutcome } from '../cache/credential-cache.ts';
 import type { CredentialEntry } from '../cache/credential-entry.ts';
-import { type AgentError, agentError, isAgentError } from '../errors.ts';
-import type { Logger } from '../observability/logger.ts';
-import type { AgentMetrics } from '../observability/metrics.ts';
-import type { PodIdentity } from '../token/identity.ts';
+import { agentError, isAgentError } from '../errors.ts';
+import { type RequestRecord, type RequestRecorder, newRequestRecord } from '../observability/request-log.ts';
 import type { ProjectedToken } from '../token/projected-token.ts';
 import { createTokenChecker } from '../token/token-checker.ts';
+import { type ResolveIdentity, resolveUnverified } from '../trust/request-identity.ts';
+import { sendError, sendPrepared } from '../wire.ts';
 import { createHostCheck } from './host-check.ts';
-import { type ResolveIdentity, createIdentityResolver } from '../trust/request-identity.ts';
-import { sendError } from '../wire.ts';
+import type { RequestHandler } from './http-server.ts';
 
 export const CREDENTIALS_PATH = '/v1/credentials';
 
@@ -18,24 +17,12 @@ export interface CredentialsHandlerOptions {
   readonly port: number;
   readonly audience: string;
   readonly cache: CredentialCache;
-  readonly logger: Logger;
-  readonly metrics: AgentMetrics;
+  /** The log line and metrics of each request (observability/request-log.ts). */
+  readonly record: RequestRecorder;
   /** Verification and pod binding; without it, tokens are keyed by themselves. */
   readonly resolveIdentity?: ResolveIdentity;
   readonly now?: () => number;
 }
-
-/** What one request did, for its log line and metrics. Never holds the token or a credential. */
-interface RequestRecord {
-  readonly started: number;
-  status: number;
-  outcome: LookupOutcome | 'rejected';
-  identity: PodIdentity | undefined;
-  error: AgentError | undefined;
-  upstreamRequestId: string | undefined;
-}
-
-export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
 /**
  * `GET /v1/credentials`: host, path, method and token checks, verification and pod binding when
@@ -46,8 +33,8 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
   const isBindHost = createHostCheck(options.bindHosts, options.port);
   const tokens = createTokenChecker({ audience: options.audience });
   const now = options.now ?? Date.now;
-  const finish = createFinisher(options);
-  const resolveIdentity = options.resolveIdentity ?? createIdentityResolver({ clusterName: '', verifier: undefined, pods: undefined, now });
+  const finish = options.record;
+  const resolveIdentity = options.resolveIdentity ?? resolveUnverified;
 
   function admit(req: IncomingMessage, record: RequestRecord): ProjectedToken {
     if (hasDuplicateCredentialHeaders(req.rawHeaders)) throw agentError('AmbiguousRequest', 'send exactly one Host and at most one Authorization header');
@@ -63,9 +50,7 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
     record.status = 200;
     record.outcome = outcome;
     record.upstreamRequestId = entry.upstreamRequestId;
-    if (res.headersSent || res.destroyed) return;
-    res.writeHead(200, entry.headers as string[]);
-    res.end(entry.body);
+    sendPrepared(res, entry);
   }
 
   function fail(res: ServerResponse, record: RequestRecord, caught: unknown): void {
@@ -73,7 +58,7 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
     record.status = error.status;
     record.error = error;
     record.upstreamRequestId ??= error.upstreamRequestId;
-    sendError(res, error, error.code === 'MethodNotAllowed' ? { allow: 'GET' } : {});
+    sendError(res, error);
   }
 
   function handle(req: IncomingMessage, res: ServerResponse, record: RequestRecord): void {
@@ -107,66 +92,12 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
 
   // Whatever goes wrong inside one request ends as that request's 500, never as the process's crash.
   return (req, res) => {
-    const record: RequestRecord = { started: performance.now(), status: 0, outcome: 'rejected', identity: undefined, error: undefined, upstreamRequestId: undefined };
+    const record = newRequestRecord();
     try {
       handle(req, res, record);
     } catch (caught) {
       fail(res, record, caught);
       finish(record);
-    }
-  };
-}
-
-/** Metrics and the one log line per request; metric children are bound once per label value. */
-function createFinisher(options: CredentialsHandlerOptions): (record: RequestRecord) => void {
-  const { metrics, logger } = options;
-  const responses = new Map<number, { inc(): void }>();
-  const durations = new Map<string, { observe(seconds: number): void }>();
-  const hit = metrics.cacheState.labels('hit');
-  const miss = metrics.cacheState.labels('miss');
-
-  function record(request: RequestRecord, seconds: number): void {
-    let byStatus = responses.get(request.status);
-    if (byStatus === undefined) responses.set(request.status, (byStatus = metrics.httpResponses.labels(String(request.status))));
-    byStatus.inc();
-    const outcome = request.status === 200 ? request.outcome : 'error';
-    let byOutcome = durations.get(outcome);
-    if (byOutcome === undefined) durations.set(outcome, (byOutcome = metrics.requestDuration.labels(outcome)));
-    byOutcome.observe(seconds);
-    if (request.outcome === 'hit' || request.outcome === 'stale') hit.inc();
-    else if (request.outcome === 'miss' || request.outcome === 'coalesced') miss.inc();
-    if (request.error !== undefined && request.outcome !== 'rejected') {
-      metrics.cacheErrors.inc({ type: request.error.code, code: String(request.error.status) });
-    }
-  }
-
-  function log(request: RequestRecord, seconds: number): void {
-    const fields = {
-      namespace: request.identity?.namespace,
-      serviceAccount: request.identity?.serviceAccount,
-      pod: request.identity?.podName,
-      status: request.status,
-      cache: request.outcome,
-      durationMs: Math.round(seconds * 1e6) / 1000,
-      upstreamRequestId: request.upstreamRequestId,
-      code: request.error?.code,
-      message: request.error?.message,
-      detail: request.error?.detail,
-    };
-    // A bug is worth its stack trace; the pod got a bare InternalError.
-    if (request.error?.code === 'InternalError') logger.error({ ...fields, err: request.error.cause }, 'credential request failed inside the agent');
-    else if (request.status >= 500) logger.warn(fields, 'credential request failed');
-    else logger.info(fields, 'credential request');
-  }
-
-  return (request) => {
-    const seconds = (performance.now() - request.started) / 1000;
-    try {
-      record(request, seconds);
-      log(request, seconds);
-    } catch (error) {
-      // Bookkeeping must not fail the request, nor escape as an unhandled rejection.
-      logger.error({ err: error }, 'recording a credential request failed');
     }
   };
 }

@@ -1,7 +1,11 @@
-import { type Server, createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { type AddressInfo, isIPv6 } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { RequestHandler } from './credentials-handler.ts';
+import type { Logger } from 'pino';
+import type { AgentErrorCode } from '../errors.ts';
+import { rawErrorResponse } from '../wire.ts';
+
+export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
 /** Explicit limits against slow or idle clients, rather than Node's defaults. */
 export const SERVER_TIMEOUTS = Object.freeze({
@@ -37,15 +41,14 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
     socket.destroy();
     return;
   }
-  const { code, status, reason, message } = clientErrorAnswer(error.code);
-  const body = JSON.stringify({ Code: code, Message: message });
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  const { code, message } = clientErrorAnswer(error.code);
+  socket.end(rawErrorResponse(code, message));
 }
 
-function clientErrorAnswer(code: string | undefined): { code: string; status: number; reason: string; message: string } {
-  if (code === 'HPE_HEADER_OVERFLOW') return { code: 'HeadersTooLarge', status: 431, reason: 'Request Header Fields Too Large', message: `request headers are limited to ${SERVER_TIMEOUTS.maxHeaderSize} bytes` };
-  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return { code: 'RequestTimeout', status: 408, reason: 'Request Timeout', message: 'the request did not arrive in time' };
-  return { code: 'BadRequest', status: 400, reason: 'Bad Request', message: 'the request is not valid HTTP/1.1' };
+function clientErrorAnswer(code: string | undefined): { code: AgentErrorCode; message: string } {
+  if (code === 'HPE_HEADER_OVERFLOW') return { code: 'HeadersTooLarge', message: `request headers are limited to ${SERVER_TIMEOUTS.maxHeaderSize} bytes` };
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return { code: 'RequestTimeout', message: 'the request did not arrive in time' };
+  return { code: 'BadRequest', message: 'the request is not valid HTTP/1.1' };
 }
 
 export function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
@@ -76,4 +79,46 @@ export function closeServer(server: Server, deadlineMs: number): Promise<void> {
     });
     server.closeIdleConnections();
   });
+}
+
+/** The servers of one handler, one per bind host, and the addresses they hold. */
+export interface HostListeners {
+  readonly servers: readonly Server[];
+  readonly addresses: readonly AddressInfo[];
+}
+
+/**
+ * One server per host on `port`. A node without IPv6 (disabled, or the address never assigned)
+ * gets a warning, not a crash; any other host that cannot be bound is a start-up error.
+ */
+export async function listenOnHosts(hosts: readonly string[], port: number, handler: RequestHandler, logger: Logger): Promise<HostListeners> {
+  const servers: Server[] = [];
+  const addresses: AddressInfo[] = [];
+  for (const host of hosts) {
+    const server = createHttpServer(handler);
+    try {
+      addresses.push(await listen(server, host, port));
+      servers.push(server);
+      logger.info({ address: host, port }, 'serving credentials');
+    } catch (error) {
+      if (!isMissingIpv6(host, error)) {
+        // The caller never sees these servers: close them here.
+        await Promise.all(servers.map((bound) => closeServer(bound, 0)));
+        throw bindError(host, port, error);
+      }
+      logger.warn({ address: host, port, code: (error as NodeJS.ErrnoException).code }, 'IPv6 bind host unavailable on this node; serving IPv4 only');
+    }
+  }
+  if (addresses.length === 0) throw new Error(`no bind host could be bound (${hosts.join(', ')})`);
+  return { servers, addresses };
+}
+
+function isMissingIpv6(host: string, error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return isIPv6(host) && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT');
+}
+
+function bindError(host: string, port: number, error: unknown): Error {
+  const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+  return new Error(`cannot listen on ${isIPv6(host) ? `[${host}]` : host}:${port}: ${code}`, { cause: error });
 }

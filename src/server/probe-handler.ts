@@ -2,8 +2,8 @@ import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { EventLoopMonitor } from '../observability/event-loop.ts';
 import type { NodeCredentials } from '../upstream/node-credentials.ts';
-import type { RequestHandler } from './credentials-handler.ts';
-import { sendJson } from '../wire.ts';
+import { sendNotFound, sendReport } from '../wire.ts';
+import type { RequestHandler } from './http-server.ts';
 
 export interface ProbeOptions {
   /** The credential listeners actually bound. */
@@ -37,14 +37,14 @@ export function createProbeHandler(options: ProbeOptions): RequestHandler {
     if (path === '/healthz') {
       const delay = options.eventLoop.sample();
       const healthy = delay.p99Ms < UNRESPONSIVE_DELAY_MS;
-      sendJson(res, healthy ? 200 : 503, JSON.stringify({ status: healthy ? 'ok' : 'unresponsive', eventLoopDelayMs: delay }));
+      sendReport(res, healthy ? 200 : 503, { status: healthy ? 'ok' : 'unresponsive', eventLoopDelayMs: delay });
       return;
     }
     if (path !== '/readyz') {
-      sendJson(res, 404, JSON.stringify({ Code: 'NotFound', Message: 'probes are /healthz and /readyz' }));
+      sendNotFound(res, 'probes are /healthz and /readyz');
       return;
     }
-    void readiness(options, timeoutMs).then((report) => sendJson(res, report.ready ? 200 : 503, JSON.stringify(report)));
+    void readiness(options, timeoutMs).then((report) => sendReport(res, report.ready ? 200 : 503, report));
   };
 }
 

@@ -6,8 +6,8 @@ import type { PodIdentity } from './identity.ts';
 export interface ProjectedToken {
   /** The token as the pod sent it; only ever forwarded to the upstream, never logged. */
   readonly raw: string;
-  /** SHA-256 of the token: the fixed-size key the cache and memo use instead of the token. */
-  readonly key: string;
+  /** SHA-256 of the token: what memos (and, for an unverified token, the cache) key it by, never the token itself. */
+  readonly digest: string;
   /** Epoch seconds. */
   readonly expiresAt: number;
   /** Epoch seconds, when the token has an nbf claim. */
@@ -46,12 +46,13 @@ export function readToken(authorization: string | undefined, maxBytes = MAX_TOKE
   return raw;
 }
 
-export function tokenKey(raw: string): string {
+/** Base64 SHA-256: a fixed-size fingerprint that stands in for a secret in maps and keys. */
+export function sha256(raw: string): string {
   return hash('sha256', raw, 'base64');
 }
 
 /** Shape and audience: what does not change with time, so a verdict can be memoised by key. */
-export function parseProjectedToken(raw: string, audience: string, key: string = tokenKey(raw)): ProjectedToken {
+export function parseProjectedToken(raw: string, audience: string, digest: string = sha256(raw)): ProjectedToken {
   const segments = raw.split('.');
   if (segments.length !== 3 || !segments.every((segment) => SEGMENT.test(segment))) {
     throw agentError('MalformedToken', 'the token is not a JWT: expected three base64url segments separated by dots');
@@ -65,7 +66,7 @@ export function parseProjectedToken(raw: string, audience: string, key: string =
   const { exp, nbf } = claims;
   if (!isEpochSeconds(exp)) throw agentError('MalformedToken', 'the token has no numeric exp claim');
   if (nbf !== undefined && !isEpochSeconds(nbf)) throw agentError('MalformedToken', 'the token\'s nbf claim is not a number');
-  return { raw, key, expiresAt: exp, notBefore: nbf, identity: readIdentity(claims) };
+  return { raw, digest, expiresAt: exp, notBefore: nbf, identity: readIdentity(claims) };
 }
 
 /** exp and nbf against the clock (epoch ms), with skew allowed either way. */

@@ -1,4 +1,4 @@
-import { type ProjectedToken, checkValidityWindow, parseProjectedToken, readToken, tokenKey } from './projected-token.ts';
+import { type ProjectedToken, checkValidityWindow, parseProjectedToken, readToken, sha256 } from './projected-token.ts';
 
 export interface TokenChecker {
   /** The pod's token, checked; throws an AgentError for each kind of refusal. */
@@ -25,12 +25,12 @@ export function createTokenChecker(options: TokenCheckerOptions): TokenChecker {
   return {
     check(authorization, now) {
       const raw = readToken(authorization);
-      const key = tokenKey(raw);
-      let token = memo.get(key);
+      const digest = sha256(raw);
+      let token = memo.get(digest);
       if (token === undefined || token.raw !== raw) {
-        token = parseProjectedToken(raw, options.audience, key);
+        token = parseProjectedToken(raw, options.audience, digest);
         if (memo.size >= memoSize) memo.delete(memo.keys().next().value as string);
-        memo.set(key, token);
+        memo.set(digest, token);
       }
       checkValidityWindow(token, now, options.skewSeconds);
       return token;

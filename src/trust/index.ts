@@ -1,11 +1,10 @@
-import type { Config } from '../config/index.ts';
-import type { Logger } from '../observability/logger.ts';
+import type { Logger } from 'pino';
 import { jwksVerifier } from './jwks-verifier.ts';
 import { tokenReviewVerifier } from './tokenreview-verifier.ts';
 import type { TokenVerifier } from './verifier.ts';
-import { issuerKeys } from './issuer-keys.ts';
 import type { LoadedKubeConfig } from '../k8s/kube-config.ts';
 import { type PodIndex, watchNodePods } from '../k8s/pod-index.ts';
+import { issuerKeys } from './issuer-keys.ts';
 
 /** What the cluster lets the agent check: token verification and pod binding, each possibly off. */
 export interface Trust {
@@ -14,8 +13,20 @@ export interface Trust {
   close(): Promise<void>;
 }
 
+/** The few settings trust is decided by (from --token-verification, --pod-binding and friends). */
+export interface TrustSettings {
+  /** auto: jwks when the API server answers (or keys are stored), else none with a warning. */
+  readonly tokenVerification: 'auto' | 'jwks' | 'tokenreview' | 'none';
+  /** auto: on when tokens are verified and the node name is known. */
+  readonly podBinding: 'auto' | 'on' | 'off';
+  readonly nodeName: string | undefined;
+  /** Where the last good issuer keys are kept. */
+  readonly stateDir: string;
+  readonly audience: string;
+}
+
 export interface TrustOptions {
-  readonly config: Config;
+  readonly settings: TrustSettings;
   readonly kube: LoadedKubeConfig | undefined;
   readonly logger: Logger;
   /** Called when a pod of this node is deleted. */
@@ -30,7 +41,7 @@ export interface TrustOptions {
  * cannot work is a start-up error.
  */
 export async function setUpTrust(options: TrustOptions): Promise<Trust> {
-  const { config, kube, logger } = options;
+  const { settings: config, kube, logger } = options;
   if (kube === undefined) {
     if (config.tokenVerification === 'jwks' || config.tokenVerification === 'tokenreview' || config.podBinding === 'on') {
       throw new Error(`--token-verification ${config.tokenVerification} / --pod-binding ${config.podBinding} need the Kubernetes API, and no configuration was found (in-cluster, KUBECONFIG, ~/.kube/config)`);

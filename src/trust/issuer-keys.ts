@@ -2,7 +2,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type KubeConfig, OpenidApi, WellKnownApi } from '@kubernetes/client-node';
 import type { JSONWebKeySet } from 'jose';
-import type { Logger } from '../observability/logger.ts';
+import type { Logger } from 'pino';
 
 /** The cluster's service-account issuer and its signing keys, as last read. */
 export interface IssuerKeySet {

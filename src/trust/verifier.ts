@@ -25,16 +25,16 @@ export class VerdictMemo {
   }
 
   get(token: ProjectedToken, now: number): VerifiedIdentity | AgentError | undefined {
-    const entry = this.#verdicts.get(token.key);
+    const entry = this.#verdicts.get(token.digest);
     if (entry === undefined) return undefined;
     if (now < entry.until) return entry.verdict;
-    this.#verdicts.delete(token.key);
+    this.#verdicts.delete(token.digest);
     return undefined;
   }
 
   remember(token: ProjectedToken, verdict: VerifiedIdentity | AgentError, now: number, goodForMs?: number): void {
     const until = verdict instanceof Error ? now + this.#rejectionTtlMs : Math.min(token.expiresAt * 1000, now + (goodForMs ?? Number.POSITIVE_INFINITY));
     if (this.#verdicts.size >= this.#maxSize) this.#verdicts.delete(this.#verdicts.keys().next().value as string);
-    this.#verdicts.set(token.key, { verdict, until });
+    this.#verdicts.set(token.digest, { verdict, until });
   }
 }

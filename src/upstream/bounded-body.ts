@@ -1,18 +1,6 @@
 import type { Dispatcher } from 'undici';
 import { agentError, isAgentError } from '../errors.ts';
 
-export interface AttemptReport {
-  /** HTTP status, or 0 when no answer arrived (timeout, reset, refused). */
-  readonly status: number;
-  readonly durationMs: number;
-}
-
-/** What each upstream HTTP attempt tells metrics, whichever upstream it is. */
-export interface AttemptHooks {
-  readonly onAttemptStart?: () => void;
-  readonly onAttempt?: (report: AttemptReport) => void;
-}
-
 /** Larger than any credential answer can be: more is a broken or hostile upstream. */
 export const MAX_RESPONSE_BYTES = 64 * 1024;
 

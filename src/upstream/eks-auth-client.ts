@@ -1,13 +1,12 @@
 import { Hash } from '@smithy/hash-node';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { Dispatcher } from 'undici';
-import { type AttemptHooks, readBoundedBody } from './bounded-body.ts';
+import { readBoundedBody } from './bounded-body.ts';
 import { buildAssumeRoleRequest, parseAssumeRoleResponse } from './eks-auth-protocol.ts';
 import type { NodeCredentials } from './node-credentials.ts';
-import { DEFAULT_RETRY_POLICY, type RetryPolicy, withRetry } from './retry.ts';
-import type { CredentialExchange, ExchangeResult } from './types.ts';
+import type { CredentialExchange } from './types.ts';
 
-export interface EksAuthClientOptions extends AttemptHooks {
+export interface EksAuthClientOptions {
   readonly endpoint: URL;
   readonly region: string;
   readonly clusterName: string;
@@ -15,11 +14,9 @@ export interface EksAuthClientOptions extends AttemptHooks {
   /** A keep-alive pool shared by all calls; the caller owns and closes it. */
   readonly dispatcher: Dispatcher;
   readonly userAgent: string;
-  readonly retry?: RetryPolicy;
-  readonly onRetry?: (error: Error, attempt: number) => void;
 }
 
-/** AssumeRoleForPodIdentity over a signed rest-json call, retried within a time budget. */
+/** AssumeRoleForPodIdentity over a signed rest-json call: one attempt, bounded by the caller's signal. */
 export function createEksAuthClient(options: EksAuthClientOptions): CredentialExchange {
   const signer = new SignatureV4({
     service: 'eks-auth',
@@ -27,16 +24,12 @@ export function createEksAuthClient(options: EksAuthClientOptions): CredentialEx
     credentials: options.credentials,
     sha256: Hash.bind(null, 'sha256'),
   });
-  const policy = options.retry ?? DEFAULT_RETRY_POLICY;
-  const retryHooks = { upstream: 'EKS Auth', ...(options.onRetry === undefined ? {} : { onRetry: options.onRetry }) };
-
-  async function attempt(token: string, signal: AbortSignal): Promise<ExchangeResult> {
-    const unsigned = buildAssumeRoleRequest(options.endpoint, options.clusterName, token, options.userAgent);
-    const signed = await signer.sign(unsigned);
-    const started = performance.now();
-    let status = 0;
-    options.onAttemptStart?.();
-    try {
+  return {
+    name: 'EKS Auth',
+    async exchange({ token }, exchangeOptions) {
+      const signal = exchangeOptions?.signal;
+      const unsigned = buildAssumeRoleRequest(options.endpoint, options.clusterName, token, options.userAgent);
+      const signed = await signer.sign(unsigned);
       const response = await options.dispatcher.request({
         origin: options.endpoint.origin,
         method: unsigned.method,
@@ -45,18 +38,8 @@ export function createEksAuthClient(options: EksAuthClientOptions): CredentialEx
         body: unsigned.body,
         signal,
       });
-      status = response.statusCode;
       const body = (await readBoundedBody(response.body, signal, 'EKS Auth')).toString('utf8');
-      return parseAssumeRoleResponse({ status, headers: response.headers, body });
-    } finally {
-      options.onAttempt?.({ status, durationMs: performance.now() - started });
-    }
-  }
-
-  const singleAttempt: RetryPolicy = { ...policy, maxAttempts: 1 };
-  return {
-    name: 'EKS Auth',
-    exchange: ({ token }, exchangeOptions) =>
-      withRetry(exchangeOptions?.singleAttempt === true ? singleAttempt : policy, (signal) => attempt(token, signal), retryHooks),
+      return parseAssumeRoleResponse({ status: response.statusCode, headers: response.headers, body });
+    },
   };
 }

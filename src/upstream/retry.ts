@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentError, agentError, isAgentError } from '../errors.ts';
+import type { ExchangeLayer, UpstreamObserver } from './types.ts';
 
 export interface RetryPolicy {
   /** Most attempts, the first included. */
@@ -28,6 +29,22 @@ export interface RetryHooks {
   readonly now?: () => number;
   /** Called before each retry with the error that caused it. */
   readonly onRetry?: (error: AgentError, attempt: number) => void;
+}
+
+/**
+ * The retry layer: each call of the inner (one-attempt) exchange gets its own deadline, and a
+ * retryable failure is tried again within the policy's attempts and budget. A background renewal
+ * (`singleAttempt`) gets one attempt.
+ */
+export function retrying(policy: RetryPolicy, observer: UpstreamObserver = {}): ExchangeLayer {
+  const once: RetryPolicy = { ...policy, maxAttempts: 1 };
+  return (inner) => {
+    const hooks: RetryHooks = { upstream: inner.name, onRetry: (error) => observer.retried?.(error, inner.name) };
+    return {
+      name: inner.name,
+      exchange: (request, options) => withRetry(options?.singleAttempt === true ? once : policy, (signal) => inner.exchange(request, { signal }), hooks),
+    };
+  };
 }
 
 /** The smallest slice worth starting an attempt with: less and it cannot finish a TLS handshake. */

@@ -5,13 +5,11 @@ import type { Association } from '../associations/association.ts';
 import type { AssociationLookup } from '../associations/association-table.ts';
 import { AgentError, agentError, isAgentError } from '../errors.ts';
 import type { VerifiedIdentity } from '../token/identity.ts';
-import type { AttemptHooks } from './bounded-body.ts';
 import type { NodeCredentials } from './node-credentials.ts';
-import { DEFAULT_RETRY_POLICY, type RetryPolicy, withRetry } from './retry.ts';
-import type { CredentialExchange, ExchangeResult } from './types.ts';
+import type { CredentialExchange, ExchangeLayer, ExchangeResult } from './types.ts';
 import { UndiciHttpHandler } from './undici-http-handler.ts';
 
-export interface StsClientOptions extends AttemptHooks {
+export interface StsClientOptions {
   readonly region: string;
   /** An explicit endpoint (--endpoint); otherwise the SDK's own resolution (regional, AWS_ENDPOINT_URL_STS). */
   readonly endpoint: URL | undefined;
@@ -24,8 +22,6 @@ export interface StsClientOptions extends AttemptHooks {
   /** A keep-alive pool shared by all calls; the caller owns and closes it. */
   readonly dispatcher: Dispatcher;
   readonly userAgent: string;
-  readonly retry?: RetryPolicy;
-  readonly onRetry?: (error: Error, attempt: number) => void;
 }
 
 const SERVICE = 'STS';
@@ -34,48 +30,65 @@ const SERVICE = 'STS';
  * The EKS Pod Identity exchange for clusters outside EKS: the agent, trusting its own token
  * verification, looks up the service account's association and calls AssumeRole itself, with the
  * session name and session tags EKS would use, so that policies written for EKS work unchanged.
- * Attempts, timeouts and retries are the EKS Auth client's; the SDK makes one attempt per call.
+ * One attempt per call, as the EKS Auth client; the retry layer and the association gate
+ * (requireAssociation) wrap it.
  */
 export function createStsClient(options: StsClientOptions): CredentialExchange {
   const client = new STSClient({
     region: options.region,
     ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint.href }),
     credentials: options.credentials,
-    requestHandler: new UndiciHttpHandler(options.dispatcher, SERVICE, options),
+    requestHandler: new UndiciHttpHandler(options.dispatcher, SERVICE),
     maxAttempts: 1,
     customUserAgent: options.userAgent,
   });
-  const policy = options.retry ?? DEFAULT_RETRY_POLICY;
-  const singleAttempt: RetryPolicy = { ...policy, maxAttempts: 1 };
-  const retryHooks = { upstream: SERVICE, ...(options.onRetry === undefined ? {} : { onRetry: options.onRetry }) };
-
-  async function attempt(input: AssumeRoleCommandInput, signal: AbortSignal): Promise<ExchangeResult> {
-    let output: AssumeRoleCommandOutput;
-    try {
-      output = await client.send(new AssumeRoleCommand(input), { abortSignal: signal });
-    } catch (error) {
-      throw stsError(error, input.RoleArn ?? '');
-    }
-    return toResult(output);
-  }
 
   return {
     name: SERVICE,
-    exchange({ identity }, exchangeOptions) {
-      if (identity === undefined) return Promise.reject(agentError('InternalError', 'the STS upstream was asked for an unverified token'));
-      const association = options.associations.find(identity.namespace, identity.serviceAccount);
-      if (association === undefined) return Promise.reject(noAssociation(options, identity));
-      const input = assumeRoleInput(options, association, identity);
-      return withRetry(exchangeOptions?.singleAttempt === true ? singleAttempt : policy, (signal) => attempt(input, signal), retryHooks);
+    async exchange({ identity }, exchangeOptions) {
+      const verified = verifiedOnly(identity);
+      const input = assumeRoleInput(options, associationOf(options.associations, options.clusterName, verified), verified);
+      let output: AssumeRoleCommandOutput;
+      try {
+        output = await client.send(new AssumeRoleCommand(input), { abortSignal: exchangeOptions?.signal });
+      } catch (error) {
+        throw stsError(error, input.RoleArn ?? '');
+      }
+      return toResult(output);
     },
   };
 }
 
-function noAssociation(options: StsClientOptions, identity: VerifiedIdentity): AgentError {
+/**
+ * The gate in front of the retries: a token without an association (or, until every source is
+ * read, without one known yet) is answered at once, never retried.
+ */
+export function requireAssociation(associations: AssociationLookup, clusterName: string): ExchangeLayer {
+  return (inner) => ({
+    name: inner.name,
+    exchange(request, options) {
+      try {
+        associationOf(associations, clusterName, verifiedOnly(request.identity));
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return inner.exchange(request, options);
+    },
+  });
+}
+
+function verifiedOnly(identity: VerifiedIdentity | undefined): VerifiedIdentity {
+  if (identity === undefined) throw agentError('InternalError', 'the STS upstream was asked for an unverified token');
+  return identity;
+}
+
+function associationOf(associations: AssociationLookup, clusterName: string, identity: VerifiedIdentity): Association {
+  const association = associations.find(identity.namespace, identity.serviceAccount);
+  if (association !== undefined) return association;
   const account = `${identity.namespace}/${identity.serviceAccount}`;
-  if (!options.associations.complete) return agentError('AssociationsUnavailable', `the associations have not all been read yet, and none found so far is for service account ${account}; try again shortly`);
+  if (!associations.complete) throw agentError('AssociationsUnavailable', `the associations have not all been read yet, and none found so far is for service account ${account}; try again shortly`);
   // What EKS Auth answers for a service account without an association, so SDKs and operators see the same.
-  return new AgentError('ResourceNotFoundException', 404, `no pod identity association for service account ${account} in cluster ${options.clusterName}`, { retryable: false });
+  throw new AgentError('ResourceNotFoundException', 404, `no pod identity association for service account ${account} in cluster ${clusterName}`, { retryable: false });
 }
 
 export function assumeRoleInput(options: Pick<StsClientOptions, 'clusterName' | 'clusterArn'>, association: Association, identity: VerifiedIdentity): AssumeRoleCommandInput {

@@ -1,15 +1,8 @@
+import type { AgentError } from '../errors.ts';
 import type { VerifiedIdentity } from '../token/identity.ts';
+import type { PodCredentials } from '../wire.ts';
 
-/** Temporary credentials for a pod, as the upstream granted them. */
-export interface PodCredentials {
-  readonly accessKeyId: string;
-  readonly secretAccessKey: string;
-  readonly sessionToken: string;
-  /** Undefined when the upstream's role ARN did not name an account. */
-  readonly accountId: string | undefined;
-  /** Epoch milliseconds. */
-  readonly expiresAt: number;
-}
+export type { PodCredentials } from '../wire.ts';
 
 export interface ExchangeResult {
   readonly credentials: PodCredentials;
@@ -24,8 +17,9 @@ export interface ExchangeRequest {
 }
 
 /**
- * Turns a pod's token into credentials. EKS Auth and STS (with local associations) implement it;
- * failures are AgentErrors whose `retryable` tells the cache whether stale credentials may stand in.
+ * Turns a pod's token into credentials. EKS Auth and STS (with local associations) implement it
+ * with one attempt each; layers (retry, the association gate) wrap it. Failures are AgentErrors
+ * whose `retryable` tells the cache whether stale credentials may stand in.
  */
 export interface CredentialExchange {
   /** For logs and messages: "EKS Auth" or "STS". */
@@ -39,4 +33,23 @@ export interface ExchangeOptions {
    * retrying at once during throttling would only multiply the calls that the quota refuses.
    */
   readonly singleAttempt?: boolean;
+  /** Bounds one attempt; the retry layer gives each attempt its own. */
+  readonly signal?: AbortSignal;
+}
+
+/** A wrapper around an exchange, composed once (undici's interceptors are the model). */
+export type ExchangeLayer = (inner: CredentialExchange) => CredentialExchange;
+
+export interface AttemptReport {
+  /** HTTP status, or 0 when no answer arrived (timeout, reset, refused). */
+  readonly status: number;
+  readonly durationMs: number;
+}
+
+/** What the upstream tells metrics and logs, whichever upstream it is; it knows nothing of Prometheus. */
+export interface UpstreamObserver {
+  attemptStarted?(): void;
+  attemptEnded?(report: AttemptReport): void;
+  /** An attempt failed and another follows. */
+  retried?(error: AgentError, upstream: string): void;
 }

@@ -1,46 +1,36 @@
 import type { HttpHandlerOptions, HttpRequest, HttpResponse, RequestHandler } from '@smithy/types';
 import type { Dispatcher } from 'undici';
-import { type AttemptHooks, readBoundedBody } from './bounded-body.ts';
+import { readBoundedBody } from './bounded-body.ts';
 
 /**
  * Lets an AWS SDK client send through the agent's own undici pool: the same keep-alive
  * connections, proxy settings (HTTPS_PROXY/NO_PROXY, which the SDK's default handler ignores)
- * and per-attempt metrics as the EKS Auth client. The body is read here, bounded and within the
+ * and attempt timing (an interceptor on the pool) as the EKS Auth client. The body is read here, bounded and within the
  * attempt's signal, and handed to the SDK whole.
  */
 export class UndiciHttpHandler implements RequestHandler<HttpRequest, HttpResponse, HttpHandlerOptions> {
   readonly #dispatcher: Dispatcher;
-  readonly #hooks: AttemptHooks;
   readonly #service: string;
 
-  constructor(dispatcher: Dispatcher, service: string, hooks: AttemptHooks = {}) {
+  constructor(dispatcher: Dispatcher, service: string) {
     this.#dispatcher = dispatcher;
     this.#service = service;
-    this.#hooks = hooks;
   }
 
   async handle(request: HttpRequest, options: HttpHandlerOptions = {}): Promise<{ response: HttpResponse }> {
     const port = request.port === undefined ? '' : `:${request.port}`;
     const query = buildQuery(request.query ?? {});
-    const started = performance.now();
-    let status = 0;
     const signal = options.abortSignal as AbortSignal | undefined;
-    this.#hooks.onAttemptStart?.();
-    try {
-      const response = await this.#dispatcher.request({
-        origin: `${request.protocol}//${request.hostname}${port}`,
-        method: request.method as Dispatcher.HttpMethod,
-        path: query === '' ? request.path : `${request.path}?${query}`,
-        headers: request.headers,
-        body: request.body as string | Uint8Array | undefined,
-        signal,
-      });
-      status = response.statusCode;
-      const body = await readBoundedBody(response.body, signal, this.#service);
-      return { response: { statusCode: response.statusCode, headers: flatHeaders(response.headers), body } };
-    } finally {
-      this.#hooks.onAttempt?.({ status, durationMs: performance.now() - started });
-    }
+    const response = await this.#dispatcher.request({
+      origin: `${request.protocol}//${request.hostname}${port}`,
+      method: request.method as Dispatcher.HttpMethod,
+      path: query === '' ? request.path : `${request.path}?${query}`,
+      headers: request.headers,
+      body: request.body as string | Uint8Array | undefined,
+      signal,
+    });
+    const body = await readBoundedBody(response.body, signal, this.#service);
+    return { response: { statusCode: response.statusCode, headers: flatHeaders(response.headers), body } };
   }
 
   // The SDK may ask a handler for its settings; this one has none it lets the SDK change.

@@ -1,0 +1,57 @@
+import type { Logger } from 'pino';
+import type { AssociationsObserver } from '../associations/watch.ts';
+import type { CacheObserver, CredentialCache } from '../cache/credential-cache.ts';
+import type { UpstreamObserver } from '../upstream/types.ts';
+import type { AgentMetrics } from './metrics.ts';
+
+// Where the agent's parts meet Prometheus: each part reports through an observer interface of its
+// own, and these are the only implementations that know the metric names.
+
+export function cacheMetrics(metrics: AgentMetrics): CacheObserver {
+  return {
+    lookup: (outcome) => metrics.cacheLookups.inc({ outcome }),
+    renewal: (outcome) => metrics.cacheRenewals.inc({ outcome }),
+    eviction: (reason) => metrics.cacheEvictions.inc({ reason }),
+  };
+}
+
+/** The gauges read at scrape time: cache size and the age of its oldest credentials. */
+export function observeCache(metrics: AgentMetrics, cache: CredentialCache, now: () => number): void {
+  metrics.observe({
+    cacheEntries: () => cache.size,
+    oldestCredentialAgeSeconds: () => {
+      const oldest = cache.oldestFetchedAt();
+      return oldest === undefined ? 0 : (now() - oldest) / 1000;
+    },
+  });
+}
+
+/** Attempts (in flight, duration by status) and retries, with a debug line for each retry. */
+export function upstreamMetrics(metrics: AgentMetrics, logger: Logger): UpstreamObserver {
+  return {
+    attemptStarted: () => metrics.upstreamInflight.inc(),
+    attemptEnded: ({ status, durationMs }) => {
+      metrics.upstreamInflight.dec();
+      metrics.upstreamDuration.observe({ code: String(status) }, durationMs / 1000);
+    },
+    retried: (error, upstream) => {
+      metrics.upstreamRetries.inc({ code: error.code });
+      logger.debug({ code: error.code, message: error.message }, `retrying ${upstream} call`);
+    },
+  };
+}
+
+export function associationsMetrics(metrics: AgentMetrics): AssociationsObserver {
+  return {
+    counted: (source, valid, refused) => {
+      metrics.associations.set({ source, state: 'valid' }, valid);
+      metrics.associations.set({ source, state: 'refused' }, refused);
+    },
+    reloaded: (source, result) => metrics.associationReloads.inc({ source, result }),
+  };
+}
+
+/** When the node's own credentials expire (0: static keys without expiry). */
+export function nodeCredentialsMetrics(metrics: AgentMetrics): (identity: { readonly expiration?: Date }) => void {
+  return (identity) => metrics.nodeCredentialsExpiry.set(identity.expiration === undefined ? 0 : identity.expiration.getTime() / 1000);
+}
