@@ -1,16 +1,16 @@
 import type { VerifiedIdentity } from '../token/identity.ts';
 import type { ExchangeResult } from '../upstream/types.ts';
 import { type PreparedAnswer, prepareCredentials } from '../wire.ts';
-import { type RenewalTiming, schedule } from './renewal.ts';
+import { type Renewable, type RenewalTiming, schedule } from './renewal.ts';
 
 /** Credentials ready to answer: the response body is serialised once and reused for every hit. */
-export interface CredentialEntry extends PreparedAnswer {
+export interface CredentialEntry extends PreparedAnswer, Renewable {
   /**
    * Kept only to renew in the background; never logged, never a key. For a verified identity it
    * moves to the pod's newest token when the kubelet rotates it.
    */
   token: string;
-  /** Epoch ms after which the pod can no longer send this token: nothing left to renew for. */
+  /** Moves later with the pod's newest token. */
   tokenExpiresAt: number;
   /** The pod the credentials are for, when the token was verified: its deletion drops them. */
   readonly identity: VerifiedIdentity | undefined;
@@ -19,9 +19,6 @@ export interface CredentialEntry extends PreparedAnswer {
   /** Past this, a request waits for fresh credentials instead of taking these (stale ones stand in on failure). */
   readonly mustRefreshAt: number;
   readonly upstreamRequestId: string | undefined;
-  /** When the background renewal is due; moved later after a failed attempt. */
-  renewAt: number;
-  renewalFailures: number;
   /**
    * The latest expiry among credentials handed to a pod for this token. Until then a pod may come
    * back; after it, nobody holds credentials from here and renewing would spend quota for nobody.

@@ -1,5 +1,4 @@
 import type { AgentError } from '../errors.ts';
-import type { CredentialEntry } from './credential-entry.ts';
 import { TokenBucket } from './token-bucket.ts';
 
 // Refresh ahead: when credentials are renewed, what the sweep does with each entry, and how a
@@ -9,6 +8,18 @@ import { TokenBucket } from './token-bucket.ts';
 export type RenewalOutcome = 'renewed' | 'failed' | 'dropped';
 /** Why an identity left the cache. */
 export type EvictionReason = 'capacity' | 'token_expired' | 'idle' | 'expired' | 'rejected' | 'pod_deleted' | 'association_changed';
+
+/** What renewal reads and moves of a cache entry (credential-entry.ts holds the rest). */
+export interface Renewable {
+  /** Epoch ms after which the pod can no longer send its token: nothing left to renew for. */
+  readonly tokenExpiresAt: number;
+  readonly expiresAt: number;
+  /** When the background renewal is due; moved later after a failed attempt. */
+  renewAt: number;
+  renewalFailures: number;
+  /** The latest expiry among credentials handed out: after it, nobody is coming back. */
+  readonly servedUntil: number;
+}
 
 export interface RenewalTiming {
   /** --max-credential-retention-before-renewal */
@@ -37,7 +48,7 @@ export function schedule(expiresAt: number, fetchedAt: number, timing: RenewalTi
 }
 
 /** What a sweep does with one entry: drop it (and why), renew it, or leave it. */
-export function classify(entry: CredentialEntry, now: number, minLifetimeMs: number): EvictionReason | 'due' | 'wait' {
+export function classify(entry: Renewable, now: number, minLifetimeMs: number): EvictionReason | 'due' | 'wait' {
   if (entry.tokenExpiresAt <= now) return 'token_expired';
   if (entry.expiresAt - now < minLifetimeMs) return 'expired';
   if (now < entry.renewAt) return 'wait';
@@ -68,7 +79,7 @@ export class Renewer {
   }
 
   /** Renews the entries (most overdue first) while the budget lasts; returns how many started. */
-  start(due: readonly (readonly [string, CredentialEntry])[], renew: (key: string, entry: CredentialEntry) => Promise<unknown>): number {
+  start<E extends Renewable>(due: readonly (readonly [string, E])[], renew: (key: string, entry: E) => Promise<unknown>): number {
     const now = this.#options.now();
     const ordered = [...due].sort((a, b) => a[1].renewAt - b[1].renewAt);
     let started = 0;
@@ -88,7 +99,7 @@ export class Renewer {
     return started;
   }
 
-  #failed(entry: CredentialEntry, error: AgentError): void {
+  #failed(entry: Renewable, error: AgentError): void {
     if (!error.retryable) return this.#options.onOutcome('dropped');
     entry.renewalFailures += 1;
     const backoff = Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** (entry.renewalFailures - 1));
