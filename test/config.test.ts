@@ -31,6 +31,9 @@ t.test('defaults match the reference agent', async (t) => {
   t.equal(config.maxCacheSize, 2000);
   t.equal(config.maxServiceQps, 3);
   t.equal(config.audience, 'pods.eks.amazonaws.com');
+  t.equal(config.negativeCacheTtlMs, 10_000);
+  t.equal(config.shutdownTimeoutMs, 20_000);
+  t.equal(config.logLevel, 'info');
   t.equal(config.endpoint.url.href, 'https://eks-auth.us-west-2.api.aws/');
   t.equal(config.endpoint.source, 'region');
   t.ok(Object.isFrozen(config));
@@ -75,6 +78,26 @@ t.test('missing cluster name, long cluster name, unknown flag, bad endpoint', as
   t.match(problemsOf(['--cluster-name', 'c1', '--colour', 'red']), [/Unknown option '--colour'/]);
   t.match(problemsOf(['--cluster-name', 'c1', '--endpoint', 'ftp://x']), [/must be an http or https URL/]);
   t.match(problemsOf(['--cluster-name', 'c1', '--endpoint', 'not a url']), [/is not a URL/]);
+  t.same(problemsOf(['--cluster-name', '']), ['--cluster-name is required'], 'an empty name counts as none');
+  t.same(problemsOf(['--cluster-name', 'c1', '--region', '']), ['no region: set --region, AWS_REGION or AWS_DEFAULT_REGION'], 'an empty region too, whatever the environment says');
+  t.same(problemsOf(['--cluster-name', 'c1'], { AWS_REGION: 'us-west-2x' }), ['region "us-west-2x" is not an AWS region name (like us-west-2)']);
+});
+
+t.test('node name: flag, then NODE_NAME; pod binding on needs one and verified tokens', async (t) => {
+  t.equal(configOf(['--cluster-name', 'c1']).nodeName, undefined);
+  t.equal(configOf(['--cluster-name', 'c1'], { ...env, NODE_NAME: 'n1' }).nodeName, 'n1');
+  t.equal(configOf(['--cluster-name', 'c1', '--node-name', 'n2'], { ...env, NODE_NAME: 'n1' }).nodeName, 'n2');
+  t.equal(configOf(['--cluster-name', 'c1', '--pod-binding', 'on'], { ...env, NODE_NAME: 'n1' }).podBinding, 'on');
+  t.same(problemsOf(['--cluster-name', 'c1', '--pod-binding', 'on', '--token-verification', 'none'], { ...env, NODE_NAME: '' }), [
+    '--pod-binding on needs verified tokens: not with --token-verification none',
+    '--pod-binding on needs the node name: --node-name or NODE_NAME',
+  ]);
+  t.equal(configOf(['--cluster-name', 'c1']).tokenVerification, 'auto');
+  t.equal(configOf(['--cluster-name', 'c1']).podBinding, 'auto');
+  t.equal(configOf(['--cluster-name', 'c1']).stateDir, '/var/lib/pod-identity-agent');
+  t.same(configOf(['--cluster-name', 'c1']).missLimits, { perIdentityPerSecond: 1, perIdentityBurst: 5, perClientPerSecond: 15, perClientBurst: 60, nodePerSecond: 1000, nodeBurst: 1000 });
+  t.equal(configOf(['--cluster-name', 'c1', '--no-metrics']).metrics, false);
+  t.equal(configOf(['--cluster-name', 'c1']).metrics, true);
 });
 
 t.test('verbosity: numbers like the reference, or level names', async (t) => {
@@ -106,8 +129,10 @@ t.test('Go-style durations', async (t) => {
 
 t.test('initialize flags: defaults, and every bad flag named at once', async (t) => {
   const { parseInitializeArgs } = await import('../src/config/index.ts');
-  t.same(parseInitializeArgs([]).config, { ipv6: true, linkType: 'auto', redirectPort: undefined, logLevel: 'info' });
-  t.same(parseInitializeArgs(['--no-ipv6', '--link-type', 'veth', '--redirect-port', '2704']).config, { ipv6: false, linkType: 'veth', redirectPort: 2704, logLevel: 'info' });
+  t.same(parseInitializeArgs([]).config, { ipv6: true, linkType: 'auto', redirectPort: undefined, watch: false, logLevel: 'info' });
+  t.same(parseInitializeArgs(['--no-ipv6', '--link-type', 'veth', '--redirect-port', '2704', '--watch']).config, { ipv6: false, linkType: 'veth', redirectPort: 2704, watch: true, logLevel: 'info' });
+  t.ok(Object.isFrozen(parseInitializeArgs([]).config));
+  t.equal(parseInitializeArgs(['-h']).help, true);
   try {
     parseInitializeArgs(['--link-type', 'bridge', '--redirect-port', '80', '-v', 'loud']);
     t.fail('expected a ConfigError');

@@ -1,0 +1,61 @@
+import type { LogLevel } from '../observability/logger.ts';
+import type { LinkType } from '../netsetup/initialize.ts';
+import { ConfigError, type FlagTable, collectProblems, parseFlags, readFlag, renderUsage } from './flag-table.ts';
+import { choice, parseRedirectPort, parseVerbosity } from './values.ts';
+
+/** `initialize`: flags for the node set-up. */
+export interface InitializeConfig {
+  readonly ipv6: boolean;
+  readonly linkType: LinkType;
+  readonly redirectPort: number | undefined;
+  /** Stay running, putting back what other programs remove, until SIGTERM. */
+  readonly watch: boolean;
+  readonly logLevel: LogLevel;
+}
+
+/** `initialize`'s flags, in the README's order; test/flag-table.test.ts holds the README's table to this one. */
+export const INITIALIZE_FLAGS = {
+  'no-ipv6': { type: 'boolean', help: 'skip fd00:ec2::23' },
+  'link-type': {
+    type: 'string',
+    value: 'TYPE',
+    default: 'auto',
+    help: 'auto (dummy, else a veth pair where the kernel has no dummy), dummy or veth',
+    parse: choice(['auto', 'dummy', 'veth'] as const),
+  },
+  'redirect-port': {
+    type: 'string',
+    value: 'N',
+    help: 'redirect TCP port 80 of the addresses to N (nftables), for an agent that runs unprivileged on port N',
+    parse: parseRedirectPort,
+  },
+  watch: {
+    type: 'boolean',
+    help: 'keep the node\'s set-up in place for as long as this runs, repairing what other programs remove (until SIGTERM)',
+  },
+  verbosity: { type: 'string', short: 'v', value: 'LEVEL', default: 'info', help: 'as for server', parse: parseVerbosity },
+} as const satisfies FlagTable;
+
+export const INITIALIZE_USAGE: string = renderUsage(
+  `Usage: pod-identity-agent initialize [flags]
+
+Gives this node the link pod-id-link0 with 169.254.170.23/32 and fd00:ec2::23/128 and routes to
+them. Idempotent; needs NET_ADMIN only.
+`,
+  INITIALIZE_FLAGS,
+);
+
+/** Parses `initialize` flags; throws ConfigError naming every bad flag. */
+export function parseInitializeArgs(argv: readonly string[]): { help: boolean; config?: InitializeConfig } {
+  const values = parseFlags(INITIALIZE_FLAGS, argv);
+  if (values.help === true) return { help: true };
+  const { problems, check } = collectProblems();
+  const linkType = check(() => readFlag(INITIALIZE_FLAGS, 'link-type', values['link-type']));
+  const redirectPort = check(() => readFlag(INITIALIZE_FLAGS, 'redirect-port', values['redirect-port']));
+  const logLevel = check(() => readFlag(INITIALIZE_FLAGS, 'verbosity', values.verbosity));
+  if (problems.length > 0) throw new ConfigError(problems);
+  return {
+    help: false,
+    config: Object.freeze({ ipv6: values['no-ipv6'] !== true, linkType: linkType!, redirectPort, watch: values.watch === true, logLevel: logLevel! }),
+  };
+}
