@@ -2,33 +2,17 @@
 // calls the agent makes: OIDC discovery + JWKS, pod and ConfigMap list/watch
 // filtered by field selector, and TokenReview. No cluster runs in CI, so tests
 // drive the real @kubernetes/client-node against this instead of mocking it.
+// This file is the HTTP side (auth, routing, outages, discovery, TokenReview);
+// list/watch semantics live in list-watch.ts, object shapes in api-objects.ts.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { CONFIG_MAPS, type FakePod, PODS, type TokenVerdict, configMapKey, statusBody, tokenReviewStatus } from './api-objects.ts';
+import { type AnyCollection, type ListWatchRequest, ListWatchStore } from './list-watch.ts';
 
-export interface FakePod {
-  namespace: string;
-  name: string;
-  uid: string;
-  nodeName: string;
-  podIP?: string;
-  hostNetwork?: boolean;
-  serviceAccountName?: string;
-}
-
-export type TokenVerdict =
-  | { authenticated: false; error?: string }
-  | {
-      authenticated: true;
-      namespace: string;
-      serviceAccount: string;
-      podName: string;
-      podUid: string;
-      audiences: string[];
-      nodeName?: string;
-    };
+export type { FakePod, TokenVerdict } from './api-objects.ts';
 
 export type ReviewTokenFn = (token: string, audiences: string[]) => TokenVerdict | Promise<TokenVerdict>;
 
@@ -77,243 +61,10 @@ export interface FakeApiServerOptions {
   downMode?: DownMode;
 }
 
-interface FakeConfigMap {
-  namespace: string;
-  name: string;
-  uid: string;
-  data: Record<string, string>;
-}
-
-// One term of a field selector, e.g. spec.nodeName=node-a or metadata.namespace!=kube-system.
-interface FieldTerm {
-  field: string;
-  value: string;
-  negate: boolean;
-}
-
-/** What the generic store needs to know about one kind of object. */
-interface KindSpec<T> {
-  /** `kind` of the objects, e.g. 'Pod'; the list is `${kind}List`. */
-  readonly kind: string;
-  /** Collection name in the path: /api/v1/{resource} and /api/v1/namespaces/{ns}/{resource}. */
-  readonly resource: string;
-  /** Field selector labels the apiserver supports for this kind; anything else is refused. */
-  readonly fields: ReadonlySet<string>;
-  key(obj: T): string;
-  namespace(obj: T): string;
-  fieldValue(obj: T, field: string): string;
-  /** The object's JSON as of resourceVersion rv, without kind/apiVersion (list items carry none). */
-  serialize(obj: T, rv: number): Record<string, unknown>;
-}
-
-interface StoredRecord<T> {
-  obj: T;
-  rv: number;
-}
-
-// A change as seen by the store; each watch classifies it against its own selector.
-interface ChangeEvent<T> {
-  rv: number;
-  before: StoredRecord<T> | undefined;
-  after: StoredRecord<T> | undefined;
-}
-
-interface OpenWatch {
-  res: ServerResponse;
-  namespace: string | undefined;
-  selector: FieldTerm[];
-  bookmarks: boolean;
-}
-
-type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
-
-const PODS: KindSpec<FakePod> = {
-  kind: 'Pod',
-  resource: 'pods',
-  fields: new Set(['spec.nodeName', 'metadata.name', 'metadata.namespace', 'status.podIP', 'spec.serviceAccountName']),
-  key: (pod) => pod.uid,
-  namespace: (pod) => pod.namespace,
-  fieldValue(pod, field) {
-    switch (field) {
-      case 'spec.nodeName':
-        return pod.nodeName;
-      case 'metadata.name':
-        return pod.name;
-      case 'metadata.namespace':
-        return pod.namespace;
-      case 'status.podIP':
-        return pod.podIP ?? '';
-      default:
-        return pod.serviceAccountName ?? 'default';
-    }
-  },
-  serialize: serializePod,
-};
-
-const CONFIG_MAPS: KindSpec<FakeConfigMap> = {
-  kind: 'ConfigMap',
-  resource: 'configmaps',
-  // All the apiserver supports for ConfigMaps.
-  fields: new Set(['metadata.name', 'metadata.namespace']),
-  key: (cm) => configMapKey(cm.namespace, cm.name),
-  namespace: (cm) => cm.namespace,
-  fieldValue: (cm, field) => (field === 'metadata.name' ? cm.name : cm.namespace),
-  serialize(cm, rv) {
-    const body: Record<string, unknown> = { metadata: { name: cm.name, namespace: cm.namespace, uid: cm.uid, resourceVersion: String(rv) } };
-    // omitempty, as the apiserver: a ConfigMap without data has no `data` field.
-    if (Object.keys(cm.data).length > 0) body.data = { ...cm.data };
-    return body;
-  },
-};
-
-function configMapKey(namespace: string, name: string): string {
-  return `${namespace}/${name}`;
-}
-
 export async function startFakeApiServer(options: FakeApiServerOptions): Promise<FakeApiServer> {
   const fake = new FakeApiServerImpl(options);
   await fake.listen();
   return fake;
-}
-
-/** Parses `a=b,c!=d` the way the apiserver does for the fields it supports; throws on anything else. */
-function parseFieldSelector(raw: string | undefined, supported: ReadonlySet<string>): FieldTerm[] {
-  if (raw === undefined || raw === '') return [];
-  return raw.split(',').map((part) => {
-    const match = /^([^=!]+)(==|!=|=)(.*)$/.exec(part.trim());
-    if (!match) throw new Error(`invalid field selector term ${JSON.stringify(part)}`);
-    const [, field = '', op, value = ''] = match;
-    if (!supported.has(field)) throw new Error(`field label not supported: ${field}`);
-    return { field, value, negate: op === '!=' };
-  });
-}
-
-/** Real V1Pod JSON shape (omitempty semantics for optional fields). */
-function serializePod(pod: FakePod, rv: number): Record<string, unknown> {
-  const spec: Record<string, unknown> = {
-    nodeName: pod.nodeName,
-    serviceAccountName: pod.serviceAccountName ?? 'default',
-    containers: [],
-  };
-  if (pod.hostNetwork) spec.hostNetwork = true;
-  const status: Record<string, unknown> = { phase: 'Running' };
-  if (pod.podIP !== undefined) {
-    status.podIP = pod.podIP;
-    status.podIPs = [{ ip: pod.podIP }];
-  }
-  return { metadata: { name: pod.name, namespace: pod.namespace, uid: pod.uid, resourceVersion: String(rv) }, spec, status };
-}
-
-/**
- * One kind's objects, change log and open watches, and its list/watch endpoint.
- * resourceVersions come from the server, which shares one counter between kinds.
- */
-class Collection<T> {
-  readonly spec: KindSpec<T>;
-  readonly watches = new Set<OpenWatch>();
-  readonly #records = new Map<string, StoredRecord<T>>();
-  readonly #log: ChangeEvent<T>[] = [];
-  readonly #path: RegExp;
-
-  constructor(spec: KindSpec<T>) {
-    this.spec = spec;
-    this.#path = new RegExp(`^/api/v1/(?:namespaces/([^/]+)/)?${spec.resource}$`);
-  }
-
-  get(key: string): T | undefined {
-    return this.#records.get(key)?.obj;
-  }
-
-  /** The namespace part of a path this collection serves (undefined: all namespaces), or null when it does not serve it. */
-  matchPath(pathname: string): { namespace: string | undefined } | null {
-    const m = this.#path.exec(pathname);
-    if (!m) return null;
-    return { namespace: m[1] === undefined ? undefined : decodeURIComponent(m[1]) };
-  }
-
-  // Every mutation is logged for watch replay and pushed to the open watches it concerns.
-  change(rv: number, key: string, obj: T | undefined): void {
-    const before = this.#records.get(key);
-    const after = obj === undefined ? undefined : { obj, rv };
-    if (after) this.#records.set(key, after);
-    else this.#records.delete(key);
-    const ev: ChangeEvent<T> = { rv, before, after };
-    this.#log.push(ev);
-    for (const w of this.watches) this.#deliver(w, ev);
-  }
-
-  serve(res: ServerResponse, namespace: string | undefined, query: Record<string, string>, currentRv: number): void {
-    let selector: FieldTerm[];
-    try {
-      selector = parseFieldSelector(query.fieldSelector, this.spec.fields);
-      // Fake objects carry no labels; silently matching nothing would hide test mistakes.
-      if (query.labelSelector) throw new Error('labelSelector is not supported by the fake apiserver');
-    } catch (err) {
-      sendJson(res, 400, statusBody(400, 'BadRequest', (err as Error).message));
-      return;
-    }
-    if (query.watch === 'true' || query.watch === '1') {
-      this.#openWatch(res, { res, namespace, selector, bookmarks: query.allowWatchBookmarks === 'true' }, query);
-      return;
-    }
-    const items = [...this.#records.values()].filter((r) => this.#matches(r.obj, namespace, selector)).map((r) => this.spec.serialize(r.obj, r.rv));
-    sendJson(res, 200, { kind: `${this.spec.kind}List`, apiVersion: 'v1', metadata: { resourceVersion: String(currentRv) }, items });
-  }
-
-  sendBookmarks(currentRv: number): void {
-    const object = { kind: this.spec.kind, apiVersion: 'v1', metadata: { resourceVersion: String(currentRv) } };
-    const line = `${JSON.stringify({ type: 'BOOKMARK', object })}\n`;
-    for (const w of this.watches) if (w.bookmarks) w.res.write(line);
-  }
-
-  #matches(obj: T, namespace: string | undefined, selector: readonly FieldTerm[]): boolean {
-    if (namespace !== undefined && this.spec.namespace(obj) !== namespace) return false;
-    return selector.every((t) => (this.spec.fieldValue(obj, t.field) === t.value) !== t.negate);
-  }
-
-  /**
-   * What a watcher with this selector sees for a change: an object moving into the
-   * selector is ADDED, out of it DELETED (as the real apiserver's filtered watch does).
-   */
-  #classify(w: OpenWatch, ev: ChangeEvent<T>): WatchEventType | undefined {
-    const was = ev.before !== undefined && this.#matches(ev.before.obj, w.namespace, w.selector);
-    const is = ev.after !== undefined && this.#matches(ev.after.obj, w.namespace, w.selector);
-    if (!was && is) return 'ADDED';
-    if (was && is) return 'MODIFIED';
-    if (was && !is) return 'DELETED';
-    return undefined;
-  }
-
-  #deliver(w: OpenWatch, ev: ChangeEvent<T>): void {
-    const type = this.#classify(w, ev);
-    // The object is its state as of this change (for DELETED: its final state).
-    const obj = ev.after?.obj ?? ev.before?.obj;
-    if (type === undefined || obj === undefined) return;
-    const object = { kind: this.spec.kind, apiVersion: 'v1', ...this.spec.serialize(obj, ev.rv) };
-    w.res.write(`${JSON.stringify({ type, object })}\n`);
-  }
-
-  #openWatch(res: ServerResponse, w: OpenWatch, query: Record<string, string>): void {
-    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
-    // Clients await response headers before consuming the stream.
-    res.flushHeaders();
-    this.watches.add(w);
-    res.on('close', () => this.watches.delete(w));
-    const since = Number(query.resourceVersion ?? '0');
-    if (!since) {
-      // No resourceVersion: like the apiserver, start with synthetic ADDED events for current state.
-      for (const r of this.#records.values()) this.#deliver(w, { rv: r.rv, before: undefined, after: r });
-    } else {
-      // Replay what happened after the client's list so nothing is lost between list and watch.
-      for (const ev of this.#log) if (ev.rv > since) this.#deliver(w, ev);
-    }
-    const timeout = Number(query.timeoutSeconds ?? '0');
-    if (timeout > 0) setTimeout(() => res.end(), timeout * 1000).unref();
-  }
-}
-
-function statusBody(code: number, reason: string, message: string): Record<string, unknown> {
-  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code };
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, contentType = 'application/json'): void {
@@ -335,13 +86,11 @@ class FakeApiServerImpl implements FakeApiServer {
   #url = '';
   #options: FakeApiServerOptions;
   #jwks: { keys: object[] };
-  #pods = new Collection(PODS);
-  #configMaps = new Collection(CONFIG_MAPS);
-  #collections = [this.#pods, this.#configMaps] as const;
-  #rv = 1;
+  #store = new ListWatchStore();
+  #pods = this.#store.collection(PODS);
+  #configMaps = this.#store.collection(CONFIG_MAPS);
   #down: DownMode | undefined;
   #server = createServer((req, res) => void this.#handle(req, res));
-  #bookmarkTimer: ReturnType<typeof setInterval> | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(options: FakeApiServerOptions) {
@@ -354,13 +103,11 @@ class FakeApiServerImpl implements FakeApiServer {
   }
 
   get openWatches(): number {
-    let open = 0;
-    for (const c of this.#collections) open += c.watches.size;
-    return open;
+    return this.#store.openWatches;
   }
 
   get resourceVersion(): string {
-    return String(this.#rv);
+    return String(this.#store.resourceVersion);
   }
 
   async listen(): Promise<void> {
@@ -370,14 +117,7 @@ class FakeApiServerImpl implements FakeApiServer {
     });
     const { port } = this.#server.address() as AddressInfo;
     this.#url = `http://127.0.0.1:${port}`;
-    const interval = this.#options.bookmarkIntervalMs ?? 1000;
-    if (interval > 0) {
-      this.#bookmarkTimer = setInterval(() => {
-        for (const c of this.#collections) c.sendBookmarks(this.#rv);
-      }, interval);
-      // A forgotten close() must not keep the test process alive.
-      this.#bookmarkTimer.unref();
-    }
+    this.#store.startBookmarks(this.#options.bookmarkIntervalMs ?? 1000);
   }
 
   async writeKubeconfig(path: string): Promise<void> {
@@ -400,30 +140,30 @@ class FakeApiServerImpl implements FakeApiServer {
 
   addPod(pod: FakePod): void {
     if (this.#pods.get(pod.uid)) throw new Error(`pod uid ${pod.uid} already exists`);
-    this.#pods.change(++this.#rv, pod.uid, { ...pod });
+    this.#pods.change(pod.uid, { ...pod });
   }
 
   updatePod(pod: FakePod): void {
     if (!this.#pods.get(pod.uid)) throw new Error(`pod uid ${pod.uid} does not exist`);
-    this.#pods.change(++this.#rv, pod.uid, { ...pod });
+    this.#pods.change(pod.uid, { ...pod });
   }
 
   deletePod(uid: string): void {
     if (!this.#pods.get(uid)) throw new Error(`pod uid ${uid} does not exist`);
-    this.#pods.change(++this.#rv, uid, undefined);
+    this.#pods.change(uid, undefined);
   }
 
   setConfigMap(namespace: string, name: string, data: Record<string, string>): void {
     const key = configMapKey(namespace, name);
     // Like the apiserver, a ConfigMap keeps its uid across updates and gets a new one when re-created.
     const uid = this.#configMaps.get(key)?.uid ?? randomUUID();
-    this.#configMaps.change(++this.#rv, key, { namespace, name, uid, data: { ...data } });
+    this.#configMaps.change(key, { namespace, name, uid, data: { ...data } });
   }
 
   deleteConfigMap(namespace: string, name: string): void {
     const key = configMapKey(namespace, name);
     if (!this.#configMaps.get(key)) throw new Error(`ConfigMap ${key} does not exist`);
-    this.#configMaps.change(++this.#rv, key, undefined);
+    this.#configMaps.change(key, undefined);
   }
 
   setDown(down: boolean, mode?: DownMode): void {
@@ -433,10 +173,7 @@ class FakeApiServerImpl implements FakeApiServer {
     }
     this.#down = mode ?? this.#options.downMode ?? 'destroy';
     // An outage kills streams mid-flight; clients see a broken body, not a clean end.
-    for (const c of this.#collections) {
-      for (const w of c.watches) w.res.destroy();
-      c.watches.clear();
-    }
+    this.#store.closeWatches('destroy');
   }
 
   close(): Promise<void> {
@@ -445,11 +182,7 @@ class FakeApiServerImpl implements FakeApiServer {
   }
 
   async #shutdown(): Promise<void> {
-    clearInterval(this.#bookmarkTimer);
-    for (const c of this.#collections) {
-      for (const w of c.watches) w.res.end();
-      c.watches.clear();
-    }
+    this.#store.close();
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     // Keep-alive sockets from client dispatchers would otherwise hold close() open.
     this.#server.closeAllConnections();
@@ -496,16 +229,24 @@ class FakeApiServerImpl implements FakeApiServer {
       await this.#tokenReview(req, res);
       return;
     }
-    if (method === 'GET') {
-      for (const collection of this.#collections) {
-        const served = collection.matchPath(url.pathname);
-        if (served) {
-          collection.serve(res, served.namespace, query, this.#rv);
-          return;
-        }
-      }
+    const served = method === 'GET' ? this.#store.route(url.pathname) : null;
+    if (served) {
+      this.#listOrWatch(res, served.collection, served.namespace, query);
+      return;
     }
     sendJson(res, 404, statusBody(404, 'NotFound', `the fake apiserver does not serve ${method} ${url.pathname}`));
+  }
+
+  #listOrWatch(res: ServerResponse, collection: AnyCollection, namespace: string | undefined, query: Record<string, string>): void {
+    let request: ListWatchRequest;
+    try {
+      request = collection.parseRequest(namespace, query);
+    } catch (err) {
+      sendJson(res, 400, statusBody(400, 'BadRequest', (err as Error).message));
+      return;
+    }
+    if (request.watch) collection.watch(res, request);
+    else sendJson(res, 200, collection.list(request));
   }
 
   #discovery(): Record<string, unknown> {
@@ -539,25 +280,4 @@ class FakeApiServerImpl implements FakeApiServer {
       status: tokenReviewStatus(verdict),
     });
   }
-}
-
-/** Mirrors the apiserver's JSON: `authenticated` is omitted (omitempty) when false. */
-function tokenReviewStatus(verdict: TokenVerdict): Record<string, unknown> {
-  if (!verdict.authenticated) {
-    return { user: {}, ...(verdict.error ? { error: verdict.error } : {}) };
-  }
-  const extra: Record<string, string[]> = {
-    'authentication.kubernetes.io/pod-name': [verdict.podName],
-    'authentication.kubernetes.io/pod-uid': [verdict.podUid],
-  };
-  if (verdict.nodeName !== undefined) extra['authentication.kubernetes.io/node-name'] = [verdict.nodeName];
-  return {
-    authenticated: true,
-    user: {
-      username: `system:serviceaccount:${verdict.namespace}:${verdict.serviceAccount}`,
-      groups: ['system:serviceaccounts', `system:serviceaccounts:${verdict.namespace}`, 'system:authenticated'],
-      extra,
-    },
-    audiences: verdict.audiences,
-  };
 }
