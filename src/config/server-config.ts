@@ -1,12 +1,13 @@
 import type { LogLevel } from '../observability/logger.ts';
 import { DEFAULT_MISS_LIMITS, type MissLimits } from '../cache/miss-limiter.ts';
 import type { AssociationSources } from '../associations/watch.ts';
+import type { TrustSettings } from '../trust/index.ts';
 import { type ResolvedEndpoint, parseEndpointUrl, resolveEndpoint } from '../upstream/endpoint.ts';
 import { ConfigError, type FlagSetting, type FlagValues, collectProblems, parseFlags, readFlag, renderUsage } from './flag-table.ts';
 import { SERVER_FLAGS } from './server-flags.ts';
 
-/** The server's settings, validated once at start-up. */
-export interface Config {
+/** The server's settings, validated once at start-up; trust's own (verification, pod binding) among them. */
+export interface Config extends TrustSettings {
   readonly clusterName: string;
   readonly region: string;
   /** Who exchanges tokens for credentials: EKS Auth, or STS AssumeRole with local associations. */
@@ -28,14 +29,7 @@ export interface Config {
   readonly maxServiceQps: number;
   readonly negativeCacheTtlMs: number;
   readonly shutdownTimeoutMs: number;
-  readonly audience: string;
   readonly logLevel: LogLevel;
-  /** auto: jwks when the API server answers (or keys are stored), else none with a warning. */
-  readonly tokenVerification: 'auto' | 'jwks' | 'tokenreview' | 'none';
-  /** auto: on when tokens are verified and the node name is known. */
-  readonly podBinding: 'auto' | 'on' | 'off';
-  readonly nodeName: string | undefined;
-  readonly stateDir: string;
   readonly missLimits: MissLimits;
 }
 
