@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { type Dispatcher, EnvHttpProxyAgent } from 'undici';
@@ -9,7 +10,7 @@ import { MissLimiter } from './cache/miss-limiter.ts';
 import type { Config } from './config/index.ts';
 import { type LoadedKubeConfig, loadKubeConfig } from './k8s/kube-config.ts';
 import { monitorEventLoop } from './observability/event-loop.ts';
-import { associationsMetrics, cacheMetrics, nodeCredentialsMetrics, observeCache, upstreamMetrics } from './observability/instrumentation.ts';
+import { associationsMetrics, cacheMetrics, endpointMetrics, nodeCredentialsMetrics, observeCache, upstreamMetrics } from './observability/instrumentation.ts';
 import type { Logger } from './observability/logger.ts';
 import { type AgentMetrics, createMetrics } from './observability/metrics.ts';
 import { createRequestRecorder } from './observability/request-log.ts';
@@ -36,6 +37,8 @@ export interface AgentDeps {
   /** The API server's configuration; found the usual way when absent, none at all when null. */
   readonly kubernetes?: LoadedKubeConfig | null;
   readonly now?: () => number;
+  /** What the credentials handler answers /readyz's check of the pods' path with; random when absent. */
+  readonly selfCheckId?: string;
 }
 
 export interface AgentAddresses {
@@ -88,12 +91,16 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
   observeCache(metrics, cache, now);
   const record = createRequestRecorder(metrics, logger);
   const eventLoop = monitorEventLoop();
+  const selfCheckId = deps.selfCheckId ?? randomUUID();
   let credentialServers: readonly Server[] = [];
   let bound: readonly AddressInfo[] = [];
   let draining = false;
   const probeServer = createHttpServer(
     createProbeHandler({
       listeners: () => bound,
+      podPort: config.podPort,
+      selfCheckId,
+      onPathChecked: endpointMetrics(metrics),
       nodeCredentials: credentials,
       eventLoop,
       draining: () => draining,
@@ -113,7 +120,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       await associations.start(kube?.kubeConfig);
     }
     const resolveIdentity = createIdentityResolver({ clusterName: config.clusterName, verifier: trust.verifier, pods: trust.pods, now });
-    const handler = createCredentialsHandler({ bindHosts: config.bindHosts, port: config.port, audience: config.audience, cache, record, resolveIdentity, now });
+    const handler = createCredentialsHandler({ bindHosts: config.bindHosts, port: config.port, audience: config.audience, cache, record, resolveIdentity, selfCheckId, now });
     ({ servers: credentialServers, addresses: bound } = await listenOnHosts(config.bindHosts, config.port, handler, logger));
     const probe = await listen(probeServer, '127.0.0.1', config.probePort);
     const metricsAddress = config.metrics ? await listen(metricsServer, config.metricsAddress, config.metricsPort) : undefined;

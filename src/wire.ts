@@ -70,6 +70,18 @@ export function sendError(res: ServerResponse, error: AgentError): void {
   sendJson(res, error.status, errorBody(error), headers);
 }
 
+/**
+ * The header /readyz sends along the pods' own path (port 80, through the node's redirect) and the
+ * agent answers with the same value: proof that the answer came from this agent, not from whatever
+ * else holds the address. The value is random per process, so nobody else can answer for it.
+ */
+export const SELF_CHECK_HEADER = 'x-pod-identity-agent-self-check';
+
+export function sendSelfCheck(res: ServerResponse, id: string): void {
+  res.writeHead(204, { [SELF_CHECK_HEADER]: id, 'cache-control': 'no-store' });
+  res.end();
+}
+
 /** 404 for a path a side server does not serve. */
 export function sendNotFound(res: ServerResponse, message: string): void {
   sendError(res, agentError('NotFound', message));

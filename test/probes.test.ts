@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { buildAgent } from '../src/agent.ts';
@@ -7,7 +9,7 @@ import { createLogger } from '../src/observability/logger.ts';
 import { createHttpServer, listen } from '../src/server/http-server.ts';
 import { createProbeHandler } from '../src/server/probe-handler.ts';
 import { startServerProcess } from './helpers/cli-process.ts';
-import { freePort, sendRequest, startHarness, startTestCluster } from './helpers/harness.ts';
+import { SELF_CHECK_ID, freePort, sendRequest, startHarness, startTestCluster } from './helpers/harness.ts';
 import { createLogAudit } from './helpers/log-audit.ts';
 
 const probe = (port: number, path: string) => sendRequest(port, { path, host: '127.0.0.1' });
@@ -28,7 +30,7 @@ t.test('a listener that does not answer makes /readyz fail, naming it', async (t
   const good = h.addresses.credentials[0] as AddressInfo;
   const dead: AddressInfo = { address: '127.0.0.1', family: 'IPv4', port: await freePort() };
   const eventLoop = monitorEventLoop();
-  const server = createHttpServer(createProbeHandler({ listeners: () => [good, dead], nodeCredentials: async () => ({ accessKeyId: 'a', secretAccessKey: 'b' }), eventLoop, draining: () => false }));
+  const server = createHttpServer(createProbeHandler({ listeners: () => [good, dead], podPort: undefined, selfCheckId: SELF_CHECK_ID, nodeCredentials: async () => ({ accessKeyId: 'a', secretAccessKey: 'b' }), eventLoop, draining: () => false }));
   const address = await listen(server, '127.0.0.1', 0);
   t.teardown(() => {
     server.close();
@@ -39,6 +41,59 @@ t.test('a listener that does not answer makes /readyz fail, naming it', async (t
   t.ok(performance.now() - started < 1000, 'answered within 1 s');
   t.equal(ready.status, 503);
   t.match(ready.json, { ready: false, checks: { listeners: [{ ok: true }, { address: `127.0.0.1:${dead.port}`, ok: false, error: /ECONNREFUSED/ }] } });
+});
+
+t.test('readiness checks the pods\' path and tells this agent from an impostor there', async (t) => {
+  const h = await startHarness(t);
+  const listener = h.addresses.credentials[0] as AddressInfo;
+  // Whatever else might answer where pods connect: a hostPort workload, or a NAT rule that won over the redirect.
+  const impostor = createServer((_req, res) => res.writeHead(404, { 'content-type': 'application/json' }).end('{"message":"default backend - 404"}'));
+  impostor.listen(0, '127.0.0.1');
+  await once(impostor, 'listening');
+  const impostorPort = (impostor.address() as AddressInfo).port;
+  const eventLoop = monitorEventLoop();
+  const seen: [string, boolean][] = [];
+  const probeOn = async (podPort: number | undefined, selfCheckId: string) => {
+    const server = createHttpServer(createProbeHandler({ listeners: () => [listener], podPort, selfCheckId, onPathChecked: (address, ok) => seen.push([address, ok]), nodeCredentials: async () => ({ accessKeyId: 'a', secretAccessKey: 'b' }), eventLoop, draining: () => false }));
+    const { port } = await listen(server, '127.0.0.1', 0);
+    try {
+      return await probe(port, '/readyz');
+    } finally {
+      server.close();
+    }
+  };
+  t.teardown(() => {
+    impostor.close();
+    eventLoop.close();
+  });
+
+  const hijacked = await probeOn(impostorPort, SELF_CHECK_ID);
+  t.equal(hijacked.status, 503);
+  t.match(hijacked.json, { ready: false, checks: { listeners: [{ address: `127.0.0.1:${impostorPort}`, listener: `127.0.0.1:${listener.port}`, ok: false, error: `127.0.0.1:${impostorPort} is answered by something other than this agent (HTTP 404)` }] } });
+  t.same(seen.at(-1), [`127.0.0.1:${impostorPort}`, false], 'reported for the endpoint metric');
+
+  const otherAgent = await probeOn(listener.port, 'another-process');
+  t.equal(otherAgent.status, 503, 'another agent\'s answer is not this one\'s');
+
+  const straight = await probeOn(listener.port, SELF_CHECK_ID);
+  t.equal(straight.status, 200, straight.text);
+  t.same(seen.at(-1), [`127.0.0.1:${listener.port}`, true]);
+
+  impostor.close();
+  await once(impostor, 'close');
+  const gone = await probeOn(impostorPort, SELF_CHECK_ID);
+  t.match(gone.json, { ready: false, checks: { listeners: [{ ok: false, error: new RegExp(`nothing of this agent answers on 127\\.0\\.0\\.1:${impostorPort} \\(ECONNREFUSED\\): is the node's redirect to port ${listener.port} in place\\?`) }] } });
+});
+
+t.test('the agent\'s own readiness checks are not pod requests: no log line, no response counted; the endpoint gauge says 1', async (t) => {
+  const h = await startHarness(t);
+  const port = h.addresses.credentials[0]?.port;
+  for (let i = 0; i < 3; i += 1) t.equal((await probe(h.addresses.probe.port, '/readyz')).status, 200);
+  t.equal(h.audit.lines.filter((line) => line.msg === 'credential request').length, 0, 'no credential request logged');
+  const text = await h.agent.metrics.registry.metrics();
+  t.notMatch(text, /pod_identity_http_response\{/, 'no response counted');
+  t.match(text, new RegExp(`pod_identity_endpoint_ready\\{address="127\\.0\\.0\\.1:${port}"\\} 1`));
+  t.equal((await h.send({ path: '/', authorization: undefined })).status, 404, 'a pod\'s request to / is still an ordinary 404');
 });
 
 t.test('node credentials that cannot be resolved make /readyz fail, saying why', async (t) => {

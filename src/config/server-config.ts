@@ -19,6 +19,8 @@ export interface Config extends TrustSettings {
   /** IP literals without brackets, in the order given. */
   readonly bindHosts: readonly string[];
   readonly port: number;
+  /** Where pods connect (80 behind the node's redirect); undefined: the port bound. Readiness checks the path from there. */
+  readonly podPort: number | undefined;
   readonly probePort: number;
   readonly metricsAddress: string;
   readonly metricsPort: number;
@@ -80,6 +82,7 @@ function buildConfig(values: ServerValues, env: NodeJS.ProcessEnv): Config {
   const endpoint = region === undefined ? undefined : check(() => (upstream === 'sts' ? resolveEndpoint({ flag: undefined, env: {}, region }) : resolveEndpoint({ flag: values.endpoint, env, region })));
   const bindHosts = read('bind-hosts');
   const port = read('port');
+  const podPort = read('pod-port');
   const probePort = read('probe-port');
   const metricsAddress = read('metrics-address');
   const metricsPort = read('metrics-port');
@@ -114,6 +117,7 @@ function buildConfig(values: ServerValues, env: NodeJS.ProcessEnv): Config {
     sts,
     bindHosts: Object.freeze(bindHosts!),
     port: port!,
+    podPort,
     probePort: probePort!,
     metricsAddress: metricsAddress!,
     metricsPort: metricsPort!,

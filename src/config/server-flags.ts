@@ -62,6 +62,13 @@ export const SERVER_FLAGS = {
   },
   'cluster-arn': { type: 'string', value: 'ARN', help: '--upstream sts: also send the eks-cluster-arn tag', parse: parseClusterArn },
   port: { type: 'string', value: 'N', default: '80', help: 'credentials port', parse: parsePort },
+  'pod-port': {
+    type: 'string',
+    value: 'N',
+    defaultText: 'the --port',
+    help: 'the port pods connect to, when the node redirects it to --port; /readyz checks each bind host there',
+    parse: parsePort,
+  },
   'bind-hosts': {
     type: 'string',
     multiple: true,

@@ -51,6 +51,11 @@ export function associationsMetrics(metrics: AgentMetrics): AssociationsObserver
   };
 }
 
+/** The readiness check of each pods' path (bind host and pod port), as 1 or 0. */
+export function endpointMetrics(metrics: AgentMetrics): (address: string, ok: boolean) => void {
+  return (address, ok) => metrics.endpointReady.set({ address }, ok ? 1 : 0);
+}
+
 /** When the node's own credentials expire (0: static keys without expiry). */
 export function nodeCredentialsMetrics(metrics: AgentMetrics): (identity: { readonly expiration?: Date }) => void {
   return (identity) => metrics.nodeCredentialsExpiry.set(identity.expiration === undefined ? 0 : identity.expiration.getTime() / 1000);

@@ -20,6 +20,8 @@ export interface AgentMetrics {
   readonly upstreamRetries: Counter<'code'>;
   readonly upstreamInflight: Gauge;
   readonly nodeCredentialsExpiry: Gauge;
+  /** 1 when the last /readyz found this agent answering on the pods' path to the address, else 0. */
+  readonly endpointReady: Gauge<'address'>;
   /** STS upstream: associations in force, and refused, by source (file or configmap). */
   readonly associations: Gauge<'source' | 'state'>;
   readonly associationReloads: Counter<'source' | 'result'>;
@@ -109,6 +111,12 @@ export function createMetrics(options: { readonly defaultMetrics?: boolean } = {
     }),
     upstreamRetries: new Counter({ name: 'pod_identity_upstream_retries_total', help: 'Upstream (EKS Auth or STS) call attempts retried, by the error code that caused the retry', labelNames: ['code'], registers }),
     upstreamInflight: new Gauge({ name: 'pod_identity_upstream_inflight_requests', help: 'Upstream (EKS Auth or STS) call attempts under way', registers }),
+    endpointReady: new Gauge({
+      name: 'pod_identity_endpoint_ready',
+      help: 'Whether the last readiness check found this agent answering where pods connect (bind host and pod port, through the node\'s redirect): 1 yes, 0 no (nothing there, or another workload answering)',
+      labelNames: ['address'],
+      registers,
+    }),
     nodeCredentialsExpiry: new Gauge({
       name: 'pod_identity_node_credentials_expiry_timestamp_seconds',
       help: 'When the node\'s own AWS credentials last resolved expire (Unix time); 0 for credentials without expiry or none resolved yet',

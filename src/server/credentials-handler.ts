@@ -6,7 +6,7 @@ import { type RequestRecord, type RequestRecorder, newRequestRecord } from '../o
 import type { ProjectedToken } from '../token/projected-token.ts';
 import { createTokenChecker } from '../token/token-checker.ts';
 import { type ResolveIdentity, resolveUnverified } from '../trust/request-identity.ts';
-import { sendError, sendPrepared } from '../wire.ts';
+import { SELF_CHECK_HEADER, sendError, sendPrepared, sendSelfCheck } from '../wire.ts';
 import { createHostCheck } from './host-check.ts';
 import type { RequestHandler } from './http-server.ts';
 
@@ -21,6 +21,8 @@ export interface CredentialsHandlerOptions {
   readonly record: RequestRecorder;
   /** Verification and pod binding; without it, tokens are keyed by themselves. */
   readonly resolveIdentity?: ResolveIdentity;
+  /** This process's answer to /readyz's check of the pods' path; such checks are not pod requests and are not recorded. */
+  readonly selfCheckId?: string;
   readonly now?: () => number;
 }
 
@@ -91,7 +93,12 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
   }
 
   // Whatever goes wrong inside one request ends as that request's 500, never as the process's crash.
+  const { selfCheckId } = options;
   return (req, res) => {
+    if (selfCheckId !== undefined && req.headers[SELF_CHECK_HEADER] === selfCheckId) {
+      sendSelfCheck(res, selfCheckId);
+      return;
+    }
     const record = newRequestRecord();
     try {
       handle(req, res, record);

@@ -2,12 +2,18 @@ import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { EventLoopMonitor } from '../observability/event-loop.ts';
 import type { NodeCredentials } from '../upstream/node-credentials.ts';
-import { sendNotFound, sendReport } from '../wire.ts';
+import { SELF_CHECK_HEADER, sendNotFound, sendReport } from '../wire.ts';
 import type { RequestHandler } from './http-server.ts';
 
 export interface ProbeOptions {
   /** The credential listeners actually bound. */
   readonly listeners: () => readonly AddressInfo[];
+  /** The port pods connect to (--pod-port); undefined: each listener's own. */
+  readonly podPort: number | undefined;
+  /** What the credentials handler answers a self-check with (see wire.ts). */
+  readonly selfCheckId: string;
+  /** Told the outcome of each path check, for the endpoint metric. */
+  readonly onPathChecked?: (address: string, ok: boolean) => void;
   readonly nodeCredentials: NodeCredentials;
   readonly eventLoop: EventLoopMonitor;
   /** True once shutdown began: not ready, whatever else holds. */
@@ -27,8 +33,9 @@ interface CheckResult {
 export const UNRESPONSIVE_DELAY_MS = 1000;
 
 /**
- * `/healthz`: the event loop answers promptly. `/readyz`: every listener answers, node credentials
- * resolve, and (STS upstream) the associations have been read.
+ * `/healthz`: the event loop answers promptly. `/readyz`: each bind host answers on the port pods
+ * use, through whatever the node does to get there, and it is this agent that answers; node
+ * credentials resolve; and (STS upstream) the associations have been read.
  */
 export function createProbeHandler(options: ProbeOptions): RequestHandler {
   const timeoutMs = options.timeoutMs ?? 800;
@@ -52,9 +59,13 @@ async function readiness(options: ProbeOptions, timeoutMs: number) {
   const listeners = options.listeners();
   const [credentials, ...listenerChecks] = await Promise.all([
     withTimeout(checkCredentials(options.nodeCredentials), timeoutMs),
-    ...listeners.map((address) => withTimeout(checkListener(address), timeoutMs)),
+    ...listeners.map((address) => withTimeout(checkPodPath(address, options), timeoutMs)),
   ]);
-  const listenerReport = listeners.map((address, i) => ({ address: `${formatHost(address)}:${address.port}`, ...listenerChecks[i] }));
+  const listenerReport = listeners.map((address, i) => {
+    const where = `${formatHost(address)}:${options.podPort ?? address.port}`;
+    options.onPathChecked?.(where, listenerChecks[i]?.ok === true);
+    return { address: where, ...(options.podPort === undefined ? {} : { listener: `${formatHost(address)}:${address.port}` }), ...listenerChecks[i] };
+  });
   const draining = options.draining();
   const associations = options.associationsLoaded === undefined ? undefined : options.associationsLoaded() ? { ok: true } : { ok: false, error: 'not every associations source has been read yet' };
   const ready = !draining && listeners.length > 0 && credentials.ok && listenerChecks.every((check) => check.ok) && associations?.ok !== false;
@@ -70,15 +81,25 @@ async function checkCredentials(nodeCredentials: NodeCredentials): Promise<Check
   }
 }
 
-/** A direct request to the listener, never through a proxy from the environment (agent: false). */
-function checkListener(address: AddressInfo): Promise<CheckResult> {
+/**
+ * A request where a pod sends one (the bind host, on the pod port), never through a proxy from the
+ * environment (agent: false). Only this agent echoes the self-check value: anything else that
+ * answers there (a hostPort workload, a rule that won over the redirect) is a hijacked path.
+ */
+function checkPodPath(address: AddressInfo, options: ProbeOptions): Promise<CheckResult> {
+  const port = options.podPort ?? address.port;
+  const where = `${formatHost(address)}:${port}`;
   return new Promise((resolve) => {
-    const req = request({ host: address.address, port: address.port, path: '/', method: 'GET', agent: false, headers: { host: formatHost(address) } }, (res) => {
+    const headers = { host: formatHost(address), [SELF_CHECK_HEADER]: options.selfCheckId };
+    const req = request({ host: address.address, port, path: '/', method: 'GET', agent: false, headers }, (res) => {
       res.resume();
-      // The credentials server answers 404 to "/": that proves the whole handler runs.
-      resolve(res.statusCode === 404 ? { ok: true } : { ok: false, error: `answered ${res.statusCode} to GET /` });
+      if (res.headers[SELF_CHECK_HEADER] === options.selfCheckId) resolve({ ok: true });
+      else resolve({ ok: false, error: `${where} is answered by something other than this agent (HTTP ${res.statusCode})` });
     });
-    req.on('error', (error) => resolve({ ok: false, error: error.message }));
+    req.on('error', (error) => {
+      const hint = port === address.port ? '' : `: is the node's redirect to port ${address.port} in place?`;
+      resolve({ ok: false, error: `nothing of this agent answers on ${where} (${(error as NodeJS.ErrnoException).code ?? error.message})${hint}` });
+    });
     req.end();
   });
 }

@@ -10,6 +10,9 @@ import { createLogger } from '../../src/observability/logger.ts';
 import type { RetryPolicy } from '../../src/upstream/retry.ts';
 import { type LogAudit, createLogAudit } from './log-audit.ts';
 
+/** What every harness agent answers /readyz's check of the pods' path with. */
+export const SELF_CHECK_ID = 'harness-self-check';
+
 export const NODE_CREDENTIALS = Object.freeze({ accessKeyId: 'AKIANODEEXAMPLE00001', secretAccessKey: 'node-secret-access-key-0000000000000000000' });
 
 export interface HarnessOptions {
@@ -80,6 +83,7 @@ export async function startHarness(t: Test, options: HarnessOptions = {}): Promi
     logger,
     credentialProvider: async () => NODE_CREDENTIALS,
     kubernetes: extra.kubernetes ?? options.kubernetes ?? null,
+    selfCheckId: SELF_CHECK_ID,
     ...(options.retry === undefined ? {} : { retry: options.retry }),
   });
   const addresses = await agent.listen();
