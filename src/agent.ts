@@ -13,7 +13,7 @@ import { monitorEventLoop } from './observability/event-loop.ts';
 import { associationsMetrics, cacheMetrics, endpointMetrics, nodeCredentialsMetrics, observeCache, upstreamMetrics } from './observability/instrumentation.ts';
 import type { Logger } from './observability/logger.ts';
 import { type AgentMetrics, createMetrics } from './observability/metrics.ts';
-import { createRequestRecorder } from './observability/request-log.ts';
+import { createRequestLog } from './observability/request-log.ts';
 import { createCredentialsHandler } from './server/credentials-handler.ts';
 import { closeServer, createHttpServer, listen, listenOnHosts } from './server/http-server.ts';
 import { createMetricsHandler } from './server/metrics-handler.ts';
@@ -89,7 +89,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     now,
   });
   observeCache(metrics, cache, now);
-  const record = createRequestRecorder(metrics, logger);
+  const requestLog = createRequestLog(metrics, logger, { everyRequest: config.logEveryRequest });
   const eventLoop = monitorEventLoop();
   const selfCheckId = deps.selfCheckId ?? randomUUID();
   let credentialServers: readonly Server[] = [];
@@ -120,7 +120,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       await associations.start(kube?.kubeConfig);
     }
     const resolveIdentity = createIdentityResolver({ clusterName: config.clusterName, verifier: trust.verifier, pods: trust.pods, now });
-    const handler = createCredentialsHandler({ bindHosts: config.bindHosts, port: config.port, audience: config.audience, cache, record, resolveIdentity, selfCheckId, now });
+    const handler = createCredentialsHandler({ bindHosts: config.bindHosts, port: config.port, audience: config.audience, cache, record: requestLog.record, resolveIdentity, selfCheckId, now });
     ({ servers: credentialServers, addresses: bound } = await listenOnHosts(config.bindHosts, config.port, handler, logger));
     const probe = await listen(probeServer, '127.0.0.1', config.probePort);
     const metricsAddress = config.metrics ? await listen(metricsServer, config.metricsAddress, config.metricsPort) : undefined;
@@ -149,6 +149,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
         await Promise.all(credentialServers.map((server) => closeServer(server, deadlineMs)));
         await Promise.all([probeServer, metricsServer].map((server) => closeServer(server, 0)));
         eventLoop.close();
+        requestLog.close();
         if (deps.dispatcher === undefined) await dispatcher.destroy();
       })();
       return closing;

@@ -17,26 +17,28 @@ export interface PodCredentials {
   readonly expiresAt: number;
 }
 
-/** A success answer, serialised once when the credentials arrive and written as is for every hit. */
+/**
+ * A success answer, serialised once when the credentials arrive and written as is for every hit. The
+ * body is a string, not a Buffer: Node then writes headers and body in one `write` instead of a
+ * `writev` of two chunks, which measured as the largest single cost of a hit.
+ */
 export interface PreparedAnswer {
-  readonly body: Buffer;
+  readonly body: string;
   /** Flat, as `writeHead` takes them. */
   readonly headers: readonly string[];
 }
 
 /** The body every SDK accepts: four strings, and `Expiration` in RFC 3339 UTC ending in "Z". */
 export function prepareCredentials(credentials: PodCredentials): PreparedAnswer {
-  const body = unpooled(
-    JSON.stringify({
-      AccessKeyId: credentials.accessKeyId,
-      SecretAccessKey: credentials.secretAccessKey,
-      Token: credentials.sessionToken,
-      AccountId: credentials.accountId,
-      // toISOString() gives RFC 3339 UTC with "Z", the one form every SDK accepts (JS refuses +00:00).
-      Expiration: new Date(credentials.expiresAt).toISOString(),
-    }),
-  );
-  return { body, headers: ['content-type', 'application/json', 'cache-control', 'no-store', 'content-length', String(body.length)] };
+  const body = JSON.stringify({
+    AccessKeyId: credentials.accessKeyId,
+    SecretAccessKey: credentials.secretAccessKey,
+    Token: credentials.sessionToken,
+    AccountId: credentials.accountId,
+    // toISOString() gives RFC 3339 UTC with "Z", the one form every SDK accepts (JS refuses +00:00).
+    Expiration: new Date(credentials.expiresAt).toISOString(),
+  });
+  return { body, headers: ['content-type', 'application/json', 'cache-control', 'no-store', 'content-length', String(Buffer.byteLength(body))] };
 }
 
 export function sendPrepared(res: ServerResponse, answer: PreparedAnswer): void {
@@ -101,14 +103,4 @@ export function rawErrorResponse(code: AgentErrorCode, message: string): string 
   const { status } = ERROR_CATALOG[code];
   const body = errorBody(agentError(code, message));
   return `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
-}
-
-/**
- * A buffer of its own rather than a slice of Node's shared 8 KiB pool: a long-lived slice pins the
- * whole slab, which with thousands of cached bodies costs several times the bodies themselves.
- */
-function unpooled(text: string): Buffer {
-  const buffer = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
-  buffer.write(text);
-  return buffer;
 }

@@ -2,7 +2,7 @@ import t from 'tap';
 import type { CredentialCache } from '../src/cache/credential-cache.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { createMetrics } from '../src/observability/metrics.ts';
-import { createRequestRecorder } from '../src/observability/request-log.ts';
+import { createRequestLog } from '../src/observability/request-log.ts';
 import { createCredentialsHandler } from '../src/server/credentials-handler.ts';
 import { createHttpServer, listen } from '../src/server/http-server.ts';
 import { sendRequest, startHarness } from './helpers/harness.ts';
@@ -27,7 +27,7 @@ t.test('a bug inside one request is that request\'s 500, and the next is served'
   } as unknown as CredentialCache;
   const audit = createLogAudit();
   const server = createHttpServer(
-    createCredentialsHandler({ bindHosts: ['127.0.0.1'], port: 0, audience: 'pods.eks.amazonaws.com', cache, record: createRequestRecorder(createMetrics({ defaultMetrics: false }), createLogger({ level: 'info', destination: audit.sink })) }),
+    createCredentialsHandler({ bindHosts: ['127.0.0.1'], port: 0, audience: 'pods.eks.amazonaws.com', cache, record: createRequestLog(createMetrics({ defaultMetrics: false }), createLogger({ level: 'info', destination: audit.sink }), { everyRequest: true }).record }),
   );
   const { port } = await listen(server, '127.0.0.1', 0);
   t.teardown(() => server.close());

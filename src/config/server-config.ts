@@ -32,6 +32,8 @@ export interface Config extends TrustSettings {
   readonly negativeCacheTtlMs: number;
   readonly shutdownTimeoutMs: number;
   readonly logLevel: LogLevel;
+  /** --log-every-request: hits logged one by one rather than summarised. */
+  readonly logEveryRequest: boolean;
   readonly missLimits: MissLimits;
 }
 
@@ -129,6 +131,7 @@ function buildConfig(values: ServerValues, env: NodeJS.ProcessEnv): Config {
     shutdownTimeoutMs: shutdownTimeout!,
     audience: audience!,
     logLevel: logLevel!,
+    logEveryRequest: values['log-every-request'] === true,
     tokenVerification: tokenVerification!,
     podBinding: podBinding!,
     nodeName,

@@ -138,6 +138,10 @@ export const SERVER_FLAGS = {
     help: 'on SIGTERM, how long in-flight requests may take before their connections are cut; keep it under the DaemonSet\'s 30 s grace period',
     parse: parseDurationFlag,
   },
+  'log-every-request': {
+    type: 'boolean',
+    help: 'an info line for every request, cache hits included; by default hits are summarised, one line per identity per minute with their count',
+  },
   verbosity: { type: 'string', short: 'v', value: 'LEVEL', default: 'info', help: '0-5 or fatal|error|warn|info|debug|trace', parse: parseVerbosity },
   // Accepted so manifests written for the reference agent keep working; rotation is always on here.
   'rotate-credentials': { type: 'boolean', help: 'accepted for compatibility; has no effect (renewal is always on)' },

@@ -18,23 +18,94 @@ export interface RequestRecord {
 /** Records a finished request; never throws. */
 export type RequestRecorder = (record: RequestRecord) => void;
 
+export interface RequestLogOptions {
+  /** --log-every-request: a line for each hit too, instead of the per-identity summary. */
+  readonly everyRequest: boolean;
+  /** How often hits are summarised. */
+  readonly summaryIntervalMs?: number;
+  /** Identities summarised at once; more flush early, so the summary's memory is bounded. */
+  readonly maxIdentities?: number;
+}
+
+/** The request log: one recorder for the handler, and close() to write what is still summarised. */
+export interface RequestLog {
+  readonly record: RequestRecorder;
+  close(): void;
+}
+
+const SUMMARY_INTERVAL_MS = 60_000;
+const MAX_SUMMARISED = 10_000;
+
 export function newRequestRecord(): RequestRecord {
   return { started: performance.now(), status: 0, outcome: 'rejected', identity: undefined, error: undefined, upstreamRequestId: undefined };
 }
 
-/** Metrics and the one log line per request; metric children are bound once per label value. */
-export function createRequestRecorder(metrics: AgentMetrics, logger: Logger): RequestRecorder {
+/**
+ * Metrics for every request; a log line for every miss, refusal and error. Hits, which a looping
+ * pod can send thousands of a second, are counted per identity and written as one line per identity
+ * per interval (who was served, how many times, between when), so the log is the same audit trail
+ * at a bounded volume; --log-every-request writes a line for each instead.
+ */
+export function createRequestLog(metrics: AgentMetrics, logger: Logger, options: RequestLogOptions): RequestLog {
   const count = countRequests(metrics);
-  return (request) => {
+  const summary = new HitSummary(logger, options.maxIdentities ?? MAX_SUMMARISED);
+  const timer = options.everyRequest ? undefined : setInterval(() => summary.flush(), options.summaryIntervalMs ?? SUMMARY_INTERVAL_MS).unref();
+  const record: RequestRecorder = (request) => {
     const seconds = (performance.now() - request.started) / 1000;
     try {
       count(request, seconds);
-      logRequest(logger, request, seconds);
+      if (timer !== undefined && request.outcome === 'hit' && request.status === 200 && request.identity !== undefined) summary.add(request.identity);
+      else logRequest(logger, request, seconds);
     } catch (error) {
       // Bookkeeping must not fail the request, nor escape as an unhandled rejection.
       logger.error({ err: error }, 'recording a credential request failed');
     }
   };
+  return {
+    record,
+    close() {
+      clearInterval(timer);
+      summary.flush();
+    },
+  };
+}
+
+/**
+ * Hits by identity since the last flush. The key is the parsed token's identity object, which the
+ * token checker's memo hands out again for every request with that token: a map look-up, no string.
+ */
+class HitSummary {
+  readonly #logger: Logger;
+  readonly #max: number;
+  #hits = new Map<PodIdentity, { count: number; first: number; last: number }>();
+
+  constructor(logger: Logger, max: number) {
+    this.#logger = logger;
+    this.#max = max;
+  }
+
+  add(identity: PodIdentity): void {
+    const now = Date.now();
+    const seen = this.#hits.get(identity);
+    if (seen !== undefined) {
+      seen.count += 1;
+      seen.last = now;
+      return;
+    }
+    if (this.#hits.size >= this.#max) this.flush();
+    this.#hits.set(identity, { count: 1, first: now, last: now });
+  }
+
+  flush(): void {
+    const hits = this.#hits;
+    this.#hits = new Map();
+    for (const [identity, { count, first, last }] of hits) {
+      this.#logger.info(
+        { namespace: identity.namespace, serviceAccount: identity.serviceAccount, pod: identity.podName, status: 200, cache: 'hit', hits: count, first: new Date(first).toISOString(), last: new Date(last).toISOString() },
+        'credentials served from cache',
+      );
+    }
+  }
 }
 
 function countRequests(metrics: AgentMetrics): (request: RequestRecord, seconds: number) => void {

@@ -114,9 +114,10 @@ function hasDuplicateCredentialHeaders(raw: readonly string[]): boolean {
   let hosts = 0;
   let authorizations = 0;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = (raw[i] as string).toLowerCase();
-    if (name === 'host') hosts += 1;
-    else if (name === 'authorization') authorizations += 1;
+    const name = raw[i] as string;
+    // Lower-casing only the names of the right length keeps this allocation-free for the rest.
+    if (name.length === 4 && name.toLowerCase() === 'host') hosts += 1;
+    else if (name.length === 13 && name.toLowerCase() === 'authorization') authorizations += 1;
   }
   return hosts > 1 || authorizations > 1;
 }

@@ -15,9 +15,10 @@ export interface TokenCheckerOptions {
 const DEFAULT_MEMO_SIZE = 4096;
 
 /**
- * Token checks with the parse memoised by the token's SHA-256, so a repeat request costs a hash
- * and a map look-up instead of base64 and JSON decoding. The validity window is checked every time.
- * Only accepted tokens are remembered: a flood of garbage cannot push the good ones out.
+ * Token checks with the parse memoised by the token itself, so a repeat request costs a map look-up
+ * (V8's string hash, several times cheaper than a SHA-256) instead of base64 and JSON decoding; the
+ * digest is computed once, at the parse. The validity window is checked every time. Only accepted
+ * tokens are remembered: a flood of garbage cannot push the good ones out.
  */
 export function createTokenChecker(options: TokenCheckerOptions): TokenChecker {
   const memoSize = options.memoSize ?? DEFAULT_MEMO_SIZE;
@@ -25,12 +26,11 @@ export function createTokenChecker(options: TokenCheckerOptions): TokenChecker {
   return {
     check(authorization, now) {
       const raw = readToken(authorization);
-      const digest = sha256(raw);
-      let token = memo.get(digest);
-      if (token === undefined || token.raw !== raw) {
-        token = parseProjectedToken(raw, options.audience, digest);
+      let token = memo.get(raw);
+      if (token === undefined) {
+        token = parseProjectedToken(raw, options.audience, sha256(raw));
         if (memo.size >= memoSize) memo.delete(memo.keys().next().value as string);
-        memo.set(digest, token);
+        memo.set(raw, token);
       }
       checkValidityWindow(token, now, options.skewSeconds);
       return token;
