@@ -9,8 +9,9 @@ import { CredentialCache } from './cache/credential-cache.ts';
 import { MissLimiter } from './cache/miss-limiter.ts';
 import type { Config } from './config/index.ts';
 import { type LoadedKubeConfig, loadKubeConfig } from './k8s/kube-config.ts';
+import { type StartupTaintRemoval, type StartupTaintTiming, removeStartupTaint } from './k8s/node-taint.ts';
 import { monitorEventLoop } from './observability/event-loop.ts';
-import { associationsMetrics, cacheMetrics, endpointMetrics, nodeCredentialsMetrics, observeCache, upstreamMetrics } from './observability/instrumentation.ts';
+import { associationsMetrics, cacheMetrics, endpointMetrics, nodeCredentialsMetrics, observeCache, startupTaintMetrics, upstreamMetrics } from './observability/instrumentation.ts';
 import type { Logger } from './observability/logger.ts';
 import { type AgentMetrics, createMetrics } from './observability/metrics.ts';
 import { createRequestLog } from './observability/request-log.ts';
@@ -18,6 +19,7 @@ import { createCredentialsHandler } from './server/credentials-handler.ts';
 import { closeServer, createHttpServer, listen, listenOnHosts } from './server/http-server.ts';
 import { createMetricsHandler } from './server/metrics-handler.ts';
 import { createProbeHandler } from './server/probe-handler.ts';
+import { askReadyz } from './server/readyz-client.ts';
 import { type Trust, setUpTrust } from './trust/index.ts';
 import { createIdentityResolver } from './trust/request-identity.ts';
 import { type UpstreamSettings, createUpstream } from './upstream/index.ts';
@@ -39,6 +41,8 @@ export interface AgentDeps {
   readonly now?: () => number;
   /** What the credentials handler answers /readyz's check of the pods' path with; random when absent. */
   readonly selfCheckId?: string;
+  /** How --startup-taint's removal polls readiness and backs off; tests shorten them. */
+  readonly startupTaint?: StartupTaintTiming;
 }
 
 export interface AgentAddresses {
@@ -110,9 +114,11 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
   const metricsServer = createHttpServer(createMetricsHandler(metrics.registry));
   let closing: Promise<void> | undefined;
   let trust: Trust | undefined;
+  let startupTaint: StartupTaintRemoval | undefined;
 
   async function start(): Promise<AgentAddresses> {
     const kube = deps.kubernetes === undefined ? loadKubeConfig() : (deps.kubernetes ?? undefined);
+    if (config.startupTaint !== undefined && kube === undefined) throw new Error('--startup-taint needs the Kubernetes API, and no configuration was found (in-cluster, KUBECONFIG, ~/.kube/config): this node would keep its taint and its pods would never be scheduled');
     trust = await setUpTrust({ settings: config, kube, logger, onPodDeleted: (uid) => cache.forgetPod(uid) });
     await upstream.ready;
     if (associations !== undefined) {
@@ -125,6 +131,10 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     const probe = await listen(probeServer, '127.0.0.1', config.probePort);
     const metricsAddress = config.metrics ? await listen(metricsServer, config.metricsAddress, config.metricsPort) : undefined;
     cache.start();
+    // In the background: serving never waits for the API server; the taint goes once /readyz says ready.
+    if (config.startupTaint !== undefined && kube !== undefined && config.nodeName !== undefined) {
+      startupTaint = removeStartupTaint({ kubeConfig: kube.kubeConfig, nodeName: config.nodeName, key: config.startupTaint, ready: () => askReadyz(probe.port), logger, observer: startupTaintMetrics(metrics), timing: deps.startupTaint });
+    }
     logger.info({ probe: `127.0.0.1:${probe.port}`, metrics: metricsAddress === undefined ? 'disabled' : `${config.metricsAddress}:${metricsAddress.port}` }, 'probes and metrics listening');
     return { credentials: bound, probe, metrics: metricsAddress };
   }
@@ -144,6 +154,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       closing ??= (async () => {
         draining = true;
         cache.close();
+        startupTaint?.close();
         await Promise.all([trust?.close(), associations?.close()]);
         // Probes stay up while credentials drain, so that /readyz can say so.
         await Promise.all(credentialServers.map((server) => closeServer(server, deadlineMs)));

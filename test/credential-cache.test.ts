@@ -3,6 +3,7 @@ import { type CacheResult, CredentialCache, type CredentialCacheOptions } from '
 import { AgentError, agentError } from '../src/errors.ts';
 import type { CacheRequest } from '../src/cache/credential-cache.ts';
 import type { ExchangeRequest, ExchangeResult } from '../src/upstream/types.ts';
+import { eventually } from './helpers/eventually.ts';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -80,7 +81,8 @@ t.test('200 concurrent requests for one token make exactly one upstream call', a
   const lookups = Promise.all(Array.from({ length: 200 }, () => cache.get(tokenFor('a'))));
   await tick();
   t.equal(upstream.calls.length, 1);
-  upstream.succeed();
+  // Every call answered, so that a broken single flight fails here rather than hanging the file.
+  while (upstream.waiting > 0) upstream.succeed();
   const results = await lookups;
   t.equal(results.filter((r) => r.outcome === 'miss').length, 1);
   t.equal(results.filter((r) => r.outcome === 'coalesced').length, 199);
@@ -118,7 +120,7 @@ t.test('waiters receive the leader\'s error; a late arrival after a temporary fa
   const error = throttled();
   const lookups = Promise.all([cache.get(tokenFor('a')), cache.get(tokenFor('a'))]);
   await tick();
-  upstream.fail(error);
+  while (upstream.waiting > 0) upstream.fail(error);
   const [leader, waiter] = await lookups;
   t.match(leader, { ok: false, outcome: 'miss', error });
   t.match(waiter, { ok: false, outcome: 'coalesced', error });
@@ -163,9 +165,26 @@ t.test('refresh ahead: renewed in the background before expiry; requests never w
   await tick();
   t.same(events, ['renewal:renewed']);
   const after = await cache.get(tokenFor('a'));
+  t.equal(after.outcome, 'hit');
   t.equal(keyIdOf(after), 'ASIA2', 'the renewed credentials are served');
-  t.equal(upstream.calls.length, 2);
+  t.equal(upstream.calls.length, 2, 'the request after the renewal made no call of its own');
   t.same(upstream.singleAttempt, [false, true], 'a pod\'s miss may retry at once; a background renewal makes one attempt');
+});
+
+t.test('start(): the timer sweeps, renews, and the next request is a hit on the renewed credentials', async (t) => {
+  const { clock, upstream, cache, events } = newCache({ sweepIntervalMs: 5 });
+  await settle(cache.get(tokenFor('a')), () => upstream.succeed(HOUR));
+  clock.now = 0.7 * HOUR;
+  cache.start();
+  t.teardown(() => cache.close());
+  await eventually(() => upstream.waiting === 1, 'the timer\'s sweep to start a renewal');
+  upstream.succeed(HOUR);
+  await eventually(() => events.includes('renewal:renewed'), 'the renewal to be stored');
+  const after = await cache.get(tokenFor('a'));
+  t.equal(after.outcome, 'hit');
+  t.equal(keyIdOf(after), 'ASIA2');
+  t.equal(upstream.calls.length, 2, 'one miss, one renewal, nothing else');
+  t.same(events, ['renewal:renewed'], 'renewed once: the clock has not moved since');
 });
 
 t.test('retention caps the renewal time; jitter spreads identities fetched together', async (t) => {
@@ -231,6 +250,40 @@ t.test('stale if error: served through an outage, never under the minimum lifeti
   t.match(late, { ok: false, error: { code: 'ThrottlingException' } }, 'credentials with 14 s left are not served');
 });
 
+t.test('refused by the miss limiter: usable cached credentials stand in, never under the minimum lifetime', async (t) => {
+  let refuse = false;
+  const asked: string[] = [];
+  const { clock, upstream, cache } = newCache({
+    admitMiss: (request) => {
+      asked.push(request.key);
+      return refuse ? agentError('TooManyRequests', 'slow down', { retryAfterSeconds: 1 }) : undefined;
+    },
+  });
+  refuse = true;
+  t.match(await cache.get(tokenFor('a')), { ok: false, outcome: 'limited', error: { code: 'TooManyRequests', status: 429 } }, 'nothing cached: the refusal');
+  refuse = false;
+  await settle(cache.get(tokenFor('a')), () => upstream.succeed(HOUR));
+  refuse = true;
+  clock.now = HOUR - 60_000; // past mustRefreshAt: a miss, which the limiter refuses
+  const stale = await cache.get(tokenFor('a'));
+  t.equal(stale.outcome, 'stale', 'a minute left: served');
+  t.equal(keyIdOf(stale), 'ASIA1');
+  clock.now = HOUR - 14_000;
+  t.match(await cache.get(tokenFor('a')), { ok: false, outcome: 'limited', error: { code: 'TooManyRequests' } }, '14 s left: not served, refused');
+  t.equal(upstream.calls.length, 1, 'no call for any refused request');
+  t.equal(asked.length, 4, 'every miss was asked about');
+});
+
+t.test('a request joining a call in flight is never refused by the miss limiter', async (t) => {
+  let admitted = 0;
+  const { upstream, cache } = newCache({ admitMiss: () => (admitted++ === 0 ? undefined : agentError('TooManyRequests', 'slow down', { retryAfterSeconds: 1 })) });
+  const both = Promise.all([cache.get(tokenFor('a')), cache.get(tokenFor('a'))]);
+  await tick();
+  upstream.succeed(HOUR);
+  t.same((await both).map((lookup) => lookup.outcome), ['miss', 'coalesced']);
+  t.equal(admitted, 1, 'asked once, for the call that was started');
+});
+
 t.test('a failed renewal is retried later with backoff', async (t) => {
   const { clock, upstream, cache } = newCache();
   const first = await settle(cache.get(tokenFor('a')), () => upstream.succeed(HOUR));
@@ -282,7 +335,7 @@ t.test('size 0 or retention 0 disables caching but keeps single flight', async (
     const both = Promise.all([cache.get(tokenFor('a')), cache.get(tokenFor('a'))]);
     await tick();
     t.equal(upstream.calls.length, 1);
-    upstream.succeed();
+    while (upstream.waiting > 0) upstream.succeed();
     t.same((await both).map((lookup) => lookup.outcome), ['miss', 'coalesced']);
     await settle(cache.get(tokenFor('a')), () => upstream.fail(notFound()));
     t.equal((await settle(cache.get(tokenFor('a')), () => upstream.succeed())).outcome, 'miss', 'no negative caching either');

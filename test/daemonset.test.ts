@@ -25,7 +25,39 @@ function expand(args: string[], env: Record<string, string>): string[] {
   return args.map((arg) => arg.replace(/\$\((\w+)\)/g, (_, name: string) => env[name] ?? `$(${name})`));
 }
 
-function checkDaemonSet(t: Test, objects: Json[]): { ds: Json; init: Json; agent: Json; env: Record<string, string> } {
+/** Whether a pod with these tolerations may run on a node with this taint (the scheduler's rule). */
+function tolerates(tolerations: Json[], taint: { key: string; value?: string; effect: string }): boolean {
+  return tolerations.some((toleration) => {
+    if (toleration.effect !== undefined && toleration.effect !== taint.effect) return false;
+    if (toleration.key !== undefined && toleration.key !== taint.key) return false;
+    return toleration.operator === 'Exists' || toleration.value === taint.value;
+  });
+}
+
+/** The admission policy narrowing the agent's node RBAC: the agent's own Node, its startup taint, nothing else. */
+function checkAdmissionPolicy(t: Test, objects: Json[], ds: Json, startupTaint: string | undefined): void {
+  const policy = objects.find((o) => o.kind === 'ValidatingAdmissionPolicy') as Json | undefined;
+  const binding = objects.find((o) => o.kind === 'ValidatingAdmissionPolicyBinding') as Json | undefined;
+  if (policy === undefined || binding === undefined) {
+    t.fail('the admission policy and its binding are rendered');
+    return;
+  }
+  for (const object of [policy, binding]) t.equal(object.apiVersion, 'admissionregistration.k8s.io/v1', `${object.kind}: the GA API (Kubernetes 1.30+)`);
+  t.match(binding.spec, { policyName: policy.metadata.name, validationActions: ['Deny'] }, 'bound, denying');
+  t.notOk('matchResources' in binding.spec || 'paramRef' in binding.spec, 'for every request it matches');
+  t.equal(policy.spec.failurePolicy, 'Fail', 'an expression that fails denies');
+  t.same(policy.spec.matchConstraints.resourceRules, [{ apiGroups: [''], apiVersions: ['*'], operations: ['CREATE', 'UPDATE', 'DELETE'], resources: ['nodes'] }]);
+  const serviceAccount = `system:serviceaccount:${ds.metadata.namespace}:${ds.spec.template.spec.serviceAccountName}`;
+  t.same(policy.spec.matchConditions.map((c: Json) => c.expression), [`request.userInfo.username == '${serviceAccount}'`], 'only the agent\'s own ServiceAccount, as the DaemonSet runs it');
+  const variables = new Map<string, string>(policy.spec.variables.map((v: Json) => [v.name, v.expression]));
+  const expressions = [...variables.values(), ...policy.spec.validations.map((v: Json) => v.expression as string)].join('\n');
+  t.match(variables.get('tokenNodeNames'), /request\.userInfo\.extra\['authentication\.kubernetes\.io\/node-name'\]/, 'the node comes from the token\'s node-name claim');
+  t.match(expressions, /variables\.tokenNodeNames\.exists\(name, name == oldObject\.metadata\.name\)/, 'and must be the Node written');
+  t.equal(variables.get('startupTaintKey'), `'${startupTaint}'`, 'the taint it may remove is the agent\'s --startup-taint');
+  t.ok(policy.spec.validations.every((v: Json) => v.reason === 'Forbidden' && typeof v.message === 'string'), 'each denial says why, as 403');
+}
+
+function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { admissionPolicy?: boolean } = {}): { ds: Json; init: Json; agent: Json; env: Record<string, string> } {
   const ds = objects.find((o) => o.kind === 'DaemonSet') as Json;
   // The generated settings ConfigMap (pod-identity-agent-<hash>), not an overlay's own.
   const configMap = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('pod-identity-agent')) as Json;
@@ -46,7 +78,8 @@ function checkDaemonSet(t: Test, objects: Json[]): { ds: Json; init: Json; agent
     { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
     { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
     { nonResourceURLs: ['/.well-known/openid-configuration', '/openid/v1/jwks'], verbs: ['get'] },
-  ], 'RBAC only for what the agent reads');
+    { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] },
+  ], 'RBAC only for what the agent reads, and its startup taint');
   const binding = objects.find((o) => o.kind === 'ClusterRoleBinding') as Json;
   t.match(binding, { roleRef: { name: role.metadata.name }, subjects: [{ kind: 'ServiceAccount', name: pod.serviceAccountName, namespace: ds.metadata.namespace }] });
   t.same(pod.initContainers.map((c: Json) => c.name), ['initialize', 'state-dir']);
@@ -90,6 +123,12 @@ function checkDaemonSet(t: Test, objects: Json[]): { ds: Json; init: Json; agent
   const initialize = parseInitializeArgs(expand(init.args, env).slice(1)).config;
   t.equal(initialize?.redirectPort, server?.port, 'port 80 is redirected to the port the agent listens on');
   t.ok(pod.terminationGracePeriodSeconds * 1000 > (server?.shutdownTimeoutMs ?? Infinity), 'the agent\'s shutdown deadline ends inside the grace period');
+
+  // The startup taint: on, tolerated (whatever effect the provisioner gives it), and narrowed by the policy.
+  t.equal(server?.startupTaint, 'pod-identity-agent.dev/agent-not-ready', '--startup-taint with the documented key');
+  for (const effect of ['NoSchedule', 'NoExecute']) t.ok(tolerates(pod.tolerations, { key: server?.startupTaint ?? '', value: 'true', effect }), `the agent tolerates its startup taint (${effect})`);
+  if (admissionPolicy) checkAdmissionPolicy(t, objects, ds, server?.startupTaint);
+  else t.notOk(objects.some((o) => o.apiVersion?.startsWith('admissionregistration.k8s.io/')), 'no admission policy');
   return { ds, init, agent, env };
 }
 
@@ -98,6 +137,14 @@ t.test('base', { skip: kubectl ? false : 'kubectl is not installed' }, async (t)
   const annotations = ds.spec.template.metadata.annotations;
   t.same(annotations, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '2705', 'prometheus.io/path': '/metrics' });
   t.ok(agent.args.includes('--metrics-port=2705'), 'the annotated port is the metrics port');
+});
+
+t.test('overlay: clusters without ValidatingAdmissionPolicy (below Kubernetes 1.30)', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
+  const objects = await render('daemonset/overlays/no-admission-policy');
+  checkDaemonSet(t, objects, { admissionPolicy: false });
+  const base = await render('daemonset');
+  const kinds = (list: Json[]) => list.map((o) => `${o.kind}/${o.metadata.name}`).sort();
+  t.same(kinds(objects), kinds(base).filter((kind) => !kind.startsWith('ValidatingAdmissionPolicy')), 'the base less the policy and its binding');
 });
 
 t.test('overlay: another agent port', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
@@ -109,12 +156,12 @@ t.test('overlay: IPv4-only clusters', { skip: kubectl ? false : 'kubectl is not 
   const objects = await render('daemonset/overlays/ipv4-only');
   const { init, agent, env } = checkDaemonSet(t, objects);
   t.ok(init.args.includes('--no-ipv6'));
-  t.same(parseServerArgs(expand(agent.args, env).slice(1), env).config?.bindHosts, ['169.254.170.23']);
+  t.same(parseServerArgs(expand(agent.args, env).slice(1), { ...env, NODE_NAME: 'node-a' }).config?.bindHosts, ['169.254.170.23']);
 });
 
 t.test('overlay: metrics disabled', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
   const { ds, agent, env } = checkDaemonSet(t, await render('daemonset/overlays/no-metrics'));
-  t.equal(parseServerArgs(expand(agent.args, env).slice(1), env).config?.metrics, false);
+  t.equal(parseServerArgs(expand(agent.args, env).slice(1), { ...env, NODE_NAME: 'node-a' }).config?.metrics, false);
   t.equal(ds.spec.template.metadata.annotations, undefined, 'nothing for Prometheus to scrape');
   t.equal(agent.ports, undefined);
 });

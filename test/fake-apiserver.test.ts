@@ -15,10 +15,12 @@ import {
   KubeConfig,
   ListWatch,
   OpenidApi,
+  PatchStrategy,
   RequestContext,
   Watch,
   WellKnownApi,
   makeInformer,
+  setHeaderOptions,
 } from '@kubernetes/client-node';
 import type { Informer, ObjectCache, V1ConfigMap, V1Pod } from '@kubernetes/client-node';
 import { exportJWK, generateKeyPair } from 'jose';
@@ -582,4 +584,41 @@ t.test('watchConfigMap: close() while the first list is in flight opens no watch
   t.same(w.seen, [], 'nothing reported after close()');
   t.equal(configMapWatches().length, watchesBefore, 'no watch opened');
   t.equal(api.openWatches, 0);
+});
+
+t.test('Nodes: GET, PATCH and PUT through CoreV1Api, with resourceVersion conflicts', async (t) => {
+  const core = kc.makeApiClient(CoreV1Api);
+  const name = 'node-writes';
+  api.setNode({ metadata: { name, uid: 'uid-n1', labels: { a: '1' } }, spec: { taints: [{ key: 'k1', effect: 'NoSchedule' }, { key: 'k2', value: 'v', effect: 'NoExecute' }], futureField: 'kept' }, status: { phase: 'Running' } });
+  const read = await core.readNode({ name });
+  t.equal(read.metadata?.resourceVersion, api.getNode(name)?.metadata.resourceVersion);
+  t.same(read.spec?.taints?.map((taint) => taint.key), ['k1', 'k2']);
+
+  const removeFirst = (resourceVersion: string) => [{ op: 'replace', path: '/metadata/resourceVersion', value: resourceVersion }, { op: 'remove', path: '/spec/taints/0' }];
+  const patched = await core.patchNode({ name, body: removeFirst(read.metadata!.resourceVersion!) });
+  t.same(patched.spec?.taints?.map((taint) => taint.key), ['k2'], 'a JSON patch (client-node\'s default) carrying the current version applies');
+  t.equal(api.getNode(name)?.spec.futureField, 'kept', 'and keeps the fields client-node does not know');
+  await t.rejects(core.patchNode({ name, body: removeFirst(read.metadata!.resourceVersion!) }), { code: 409 }, 'the same patch again carries a stale version: 409');
+  t.same(api.getNode(name)?.spec.taints, [{ key: 'k2', value: 'v', effect: 'NoExecute' }], 'and changes nothing');
+  await t.rejects(core.patchNode({ name, body: [{ op: 'test', path: '/spec/taints/0/key', value: 'k1' }] }), { code: 422 }, 'a failed test op: 422, as the apiserver answers');
+
+  const merged = await core.patchNode({ name, body: { metadata: { labels: { b: '2' } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+  t.same(merged.metadata?.labels, { a: '1', b: '2' }, 'a merge patch merges');
+
+  const current = await core.readNode({ name });
+  api.raceNextNodeWrite((node) => {
+    node.metadata.annotations = { raced: 'yes' };
+  });
+  await t.rejects(core.replaceNode({ name, body: current }), { code: 409 }, 'a PUT that lost a race to another writer: 409');
+  t.equal(api.getNode(name)?.metadata.annotations?.raced, 'yes', 'the other writer\'s change stands');
+  const fresh = await core.readNode({ name });
+  fresh.spec = { ...fresh.spec, unschedulable: true };
+  const replaced = await core.replaceNode({ name, body: fresh });
+  t.equal(replaced.spec?.unschedulable, true, 'a PUT with the current version applies');
+  t.equal(api.getNode(name)?.spec.futureField, undefined, 'and, through client-node\'s models, drops what they do not know: why the agent patches');
+  t.same(api.getNode(name)?.status, { phase: 'Running' }, 'a write of the Node keeps its status');
+
+  await t.rejects(core.readNode({ name: 'no-such-node' }), { code: 404 });
+  await t.rejects(core.patchNode({ name: 'no-such-node', body: [] }), { code: 404 });
+  t.equal(api.requests.filter((r) => r.method === 'PATCH').at(-2)?.contentType, 'application/merge-patch+json', 'writes are recorded with their content type');
 });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import t, { type Test } from 'tap';
 import type { EmulatedCluster } from './emulator/emulated-cluster.ts';
-import { createTokenIssuer } from './emulator/token-issuer.ts';
+import { type ProjectedTokenClaims, createTokenIssuer, tamperPayload } from './emulator/token-issuer.ts';
 import type { LoadedKubeConfig } from '../src/k8s/kube-config.ts';
 import { type FakeApiServer, type FakePod, startFakeApiServer } from './helpers/fake-apiserver.ts';
 import { type Harness, startHarness } from './helpers/harness.ts';
@@ -69,12 +69,11 @@ t.test('refusals that cost no upstream call: bad signature, pod elsewhere, repla
   const remote = pod('remote', { podIP: '169.254.9.9' });
   const hostNet = pod('host-net', { podIP: '10.0.0.1', hostNetwork: true });
   for (const p of [here, elsewhere, remote, hostNet]) api.addPod(p);
-  await eventually(() => true, 'nothing');
   const forger = await createTokenIssuer();
   const forged = await forger.issue({ namespace: 'default', serviceAccount: 'app', podName: here.name, podUid: here.uid });
   h.audit.secrets.add(forged);
   // Let the informer list the pods first.
-  for (let i = 0; i < 40 && (await h.send({ authorization: await tokenFor(h, here) })).status !== 200; i += 1) await new Promise((r) => setTimeout(r, 50));
+  await eventually(async () => (await h.send({ authorization: await tokenFor(h, here) })).status === 200, 'the pods to be listed');
   const before = h.emulator.callCount;
   const cases: [string, string, number, string][] = [
     ['forged signature', forged, 401, 'TokenSignatureInvalid'],
@@ -89,6 +88,37 @@ t.test('refusals that cost no upstream call: bad signature, pod elsewhere, repla
   }
   t.equal(h.emulator.callCount, before, 'none of them reached EKS Auth');
   t.equal((await h.send({ authorization: await tokenFor(h, hostNet) })).status, 200, 'a host-network pod shares the node\'s address');
+});
+
+t.test('a bad signature under the cluster\'s own kid: refused as such, before any upstream call or key reload', async (t) => {
+  const { h, api } = await startCluster(t);
+  const holder = pod('holder');
+  const victim = pod('victim');
+  api.addPod(holder);
+  api.addPod(victim);
+  const genuine = await tokenFor(h, holder);
+  await eventually(async () => (await h.send({ authorization: genuine })).status === 200, 'the holder\'s pod to be listed');
+  const calls = h.emulator.callCount;
+  const jwksReads = () => api.requests.filter((r) => r.path === '/openid/v1/jwks').length;
+  const readsBefore = jwksReads();
+  // Everything but the signature is right: only the signature check stands between these and the victim's role.
+  const asVictim = (claims: ProjectedTokenClaims): ProjectedTokenClaims => ({ ...claims, 'kubernetes.io': { ...claims['kubernetes.io'], pod: { name: victim.name, uid: victim.uid } } });
+  const sameKid = await createTokenIssuer({ kid: h.issuer.kid });
+  const cases: [string, string][] = [
+    ['payload altered after signing: another pod', tamperPayload(genuine, asVictim)],
+    ['payload altered after signing: a longer life', tamperPayload(genuine, (claims) => ({ ...claims, exp: claims.exp + 86_400 }))],
+    ['signed by another key under the cluster\'s kid', await sameKid.issue({ namespace: 'default', serviceAccount: 'app', podName: victim.name, podUid: victim.uid })],
+  ];
+  for (const [name, authorization] of cases) {
+    h.audit.secrets.add(authorization);
+    t.equal(authorization.split('.')[0], genuine.split('.')[0], `${name}: the cluster's header and kid`);
+    const reply = await h.send({ authorization });
+    t.equal(reply.status, 401, name);
+    t.equal(reply.json?.Code, 'TokenSignatureInvalid', name);
+  }
+  t.equal(h.emulator.callCount, calls, 'none reached EKS Auth');
+  t.equal(jwksReads(), readsBefore, 'a known kid is no reason to reload the keys');
+  t.equal((await h.send({ authorization: await tokenFor(h, victim) })).status, 200, 'the victim\'s own token is still served');
 });
 
 t.test('an unknown kid reloads the keys once: the cluster rotated its signing key', async (t) => {
@@ -175,10 +205,11 @@ t.test('tokenreview: the API server decides', async (t) => {
   const reviews = api.tokenReviews.length;
   const again = await h.send({ authorization: (await tokenFor(h, pod('web'))) });
   t.equal(again.status, 200);
-  const cachedToken = (await tokenFor(h, pod('web')));
+  t.equal(api.tokenReviews.length, reviews + 1, 'a new token is reviewed');
+  const cachedToken = await tokenFor(h, pod('web'));
   await h.send({ authorization: cachedToken });
   await h.send({ authorization: cachedToken });
-  t.ok(api.tokenReviews.length <= reviews + 2, 'a verdict is remembered for its token');
+  t.equal(api.tokenReviews.length, reviews + 2, 'a verdict is remembered for its token');
   const rejected = await h.send({ authorization: `${(await tokenFor(h, pod('web'))).slice(0, -1)}x` });
   t.equal(rejected.json?.Code, 'TokenNotAuthenticated');
   t.equal(rejected.status, 401);

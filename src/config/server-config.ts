@@ -35,6 +35,8 @@ export interface Config extends TrustSettings {
   /** --log-every-request: hits logged one by one rather than summarised. */
   readonly logEveryRequest: boolean;
   readonly missLimits: MissLimits;
+  /** --startup-taint: the key of the taint removed from this node once the agent is ready; undefined: off. */
+  readonly startupTaint: string | undefined;
 }
 
 export interface StsConfig {
@@ -104,6 +106,8 @@ function buildConfig(values: ServerValues, env: NodeJS.ProcessEnv): Config {
   const nodeName = read('node-name', env.NODE_NAME === '' ? undefined : env.NODE_NAME);
   if (podBinding === 'on' && tokenVerification === 'none') problems.push('--pod-binding on needs verified tokens: not with --token-verification none');
   if (podBinding === 'on' && nodeName === undefined) problems.push('--pod-binding on needs the node name: --node-name or NODE_NAME');
+  const startupTaint = read('startup-taint');
+  if (startupTaint !== undefined && nodeName === undefined) problems.push('--startup-taint needs the node name: --node-name or NODE_NAME');
   const sts = upstream === 'sts' ? parseStsConfig(values, tokenVerification, { problems, check }) : undefined;
   if (upstream !== 'sts') {
     for (const flag of ['associations', 'associations-configmap', 'cluster-arn'] as const) if (values[flag] !== undefined) problems.push(`--${flag} applies only with --upstream sts`);
@@ -136,6 +140,7 @@ function buildConfig(values: ServerValues, env: NodeJS.ProcessEnv): Config {
     podBinding: podBinding!,
     nodeName,
     stateDir: stateDir!,
+    startupTaint,
     missLimits: Object.freeze({ ...DEFAULT_MISS_LIMITS, perClientPerSecond: perClientPerSecond!, perClientBurst: perClientBurst!, nodePerSecond: nodePerSecond!, nodeBurst: nodePerSecond! }),
   });
 }

@@ -12,6 +12,7 @@ import {
   parseDurationFlag,
   parsePort,
   parseRegion,
+  parseTaintKey,
   parseVerbosity,
 } from './values.ts';
 
@@ -115,6 +116,12 @@ export const SERVER_FLAGS = {
     parse: choice(['auto', 'on', 'off'] as const),
   },
   'node-name': { type: 'string', value: 'NAME', defaultText: 'NODE_NAME', help: 'this node' },
+  'startup-taint': {
+    type: 'string',
+    value: 'KEY',
+    help: 'once ready, remove the taint with this key from this node, so that its pods wait for the agent (the DaemonSet\'s: pod-identity-agent.dev/agent-not-ready); needs the node name and the Kubernetes API',
+    parse: parseTaintKey,
+  },
   'state-dir': { type: 'string', value: 'DIR', default: '/var/lib/pod-identity-agent', help: 'where the last good issuer keys are kept' },
   'max-client-miss-qps': {
     type: 'string',

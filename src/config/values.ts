@@ -105,3 +105,15 @@ export function parseClusterArn(value: string, flag: string): string {
   if (!CLUSTER_ARN.test(value)) throw new Error(`${flag}: "${value}" is not an EKS cluster ARN (arn:aws:eks:REGION:ACCOUNT:cluster/NAME)`);
   return value;
 }
+
+const QUALIFIED_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+/** A taint key as Kubernetes takes it: NAME or DNS-SUBDOMAIN/NAME, the name at most 63 characters. */
+export function parseTaintKey(value: string, flag: string): string {
+  const parts = value.split('/');
+  const [prefix, name] = parts.length === 2 ? parts : [undefined, parts[0]];
+  if (parts.length > 2 || name === undefined || !QUALIFIED_NAME.test(name) || (prefix !== undefined && !DNS_SUBDOMAIN.test(prefix))) {
+    throw new Error(`${flag}: "${value}" is not a taint key (NAME or DNS-SUBDOMAIN/NAME; the name at most 63 letters, digits, -, _ and .)`);
+  }
+  return value;
+}

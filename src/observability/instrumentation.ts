@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { AssociationsObserver } from '../associations/watch.ts';
 import type { CacheObserver, CredentialCache } from '../cache/credential-cache.ts';
+import type { StartupTaintObserver } from '../k8s/node-taint.ts';
 import type { UpstreamObserver } from '../upstream/types.ts';
 import type { AgentMetrics } from './metrics.ts';
 
@@ -59,4 +60,9 @@ export function endpointMetrics(metrics: AgentMetrics): (address: string, ok: bo
 /** When the node's own credentials expire (0: static keys without expiry). */
 export function nodeCredentialsMetrics(metrics: AgentMetrics): (identity: { readonly expiration?: Date }) => void {
   return (identity) => metrics.nodeCredentialsExpiry.set(identity.expiration === undefined ? 0 : identity.expiration.getTime() / 1000);
+}
+
+/** Each try at removing the startup taint, by result. */
+export function startupTaintMetrics(metrics: AgentMetrics): StartupTaintObserver {
+  return (result) => metrics.startupTaintRemovals.inc({ result });
 }

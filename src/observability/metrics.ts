@@ -25,6 +25,8 @@ export interface AgentMetrics {
   /** STS upstream: associations in force, and refused, by source (file or configmap). */
   readonly associations: Gauge<'source' | 'state'>;
   readonly associationReloads: Counter<'source' | 'result'>;
+  /** --startup-taint: the outcome (removed, absent) once, and each try retried (conflict, failed). */
+  readonly startupTaintRemovals: Counter<'result'>;
   /** Where the gauges computed at scrape time read their values. */
   observe(sources: ScrapeSources): void;
 }
@@ -132,6 +134,12 @@ export function createMetrics(options: { readonly defaultMetrics?: boolean } = {
       name: 'pod_identity_association_reloads_total',
       help: 'STS upstream: association sources read after a change, by source and result (applied, failed: the last good associations stay)',
       labelNames: ['source', 'result'],
+      registers,
+    }),
+    startupTaintRemovals: new Counter({
+      name: 'pod_identity_startup_taint_removals_total',
+      help: '--startup-taint: tries at removing the startup taint from this node, by result: removed or absent (the outcome, once), conflict (another writer changed the node; read again) or failed (API server unreachable or refusing; retried with backoff)',
+      labelNames: ['result'],
       registers,
     }),
     observe(next) {

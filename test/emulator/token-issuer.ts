@@ -12,6 +12,11 @@ export type TokenIssuerOptions = {
   issuer?: string;
   audience?: string;
   algorithm?: 'RS256';
+  /**
+   * The kid to sign under instead of the key's own thumbprint: with another issuer's kid, a forger
+   * who knows the cluster's key id (it is public) but not its private key.
+   */
+  kid?: string;
 };
 
 export type IssueOptions = {
@@ -66,7 +71,7 @@ export async function createTokenIssuer(options: TokenIssuerOptions = {}): Promi
   const { publicKey, privateKey } = await generateKeyPair(algorithm, { extractable: true });
   const publicJwk = await exportJWK(publicKey);
   // The API server derives its kid from the key too, so a thumbprint is the faithful choice.
-  const kid = await calculateJwkThumbprint(publicJwk);
+  const kid = options.kid ?? (await calculateJwkThumbprint(publicJwk));
   const uids = new UidRegistry();
 
   async function issue(claims: IssueOptions): Promise<string> {
@@ -79,6 +84,16 @@ export async function createTokenIssuer(options: TokenIssuerOptions = {}): Promi
   }
 
   return { issuer, kid, publicKey, issue, jwks };
+}
+
+/**
+ * The token with its payload rewritten and its header and signature kept: a token altered after
+ * signing, as an attacker who holds one pod's token would try for another identity.
+ */
+export function tamperPayload(token: string, change: (claims: ProjectedTokenClaims) => ProjectedTokenClaims): string {
+  const [header, payload, signature] = token.split('.') as [string, string, string];
+  const claims = JSON.parse(Buffer.from(payload, 'base64url').toString()) as ProjectedTokenClaims;
+  return `${header}.${Buffer.from(JSON.stringify(change(claims))).toString('base64url')}.${signature}`;
 }
 
 function buildClaims(

@@ -1,6 +1,7 @@
 // The objects the fake apiserver serves, in the real apiserver's JSON shapes:
-// pods and ConfigMaps (as list/watch kinds), TokenReview status, and Status
-// failures. client-node parses these, so omitempty and naming must match.
+// pods, ConfigMaps and Nodes (as list/watch kinds), TokenReview status, and
+// Status failures; and the patch formats a Node is written with. client-node
+// parses these, so omitempty and naming must match.
 import type { KindSpec } from './list-watch.ts';
 
 export interface FakePod {
@@ -114,4 +115,121 @@ export function tokenReviewStatus(verdict: TokenVerdict): Record<string, unknown
 
 export function statusBody(code: number, reason: string, message: string): Record<string, unknown> {
   return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code };
+}
+
+export interface FakeTaint {
+  key: string;
+  value?: string;
+  effect: 'NoSchedule' | 'PreferNoSchedule' | 'NoExecute';
+  timeAdded?: string;
+}
+
+/**
+ * A Node as stored: its JSON, less the resourceVersion, which the store hands out. Kept as JSON
+ * (fields the fake does not know included) so that a write which drops or rewrites anything shows.
+ */
+export interface FakeNode {
+  metadata: { name: string; uid: string; creationTimestamp?: string; labels?: Record<string, string>; annotations?: Record<string, string>; [field: string]: unknown };
+  spec: { taints?: FakeTaint[]; [field: string]: unknown };
+  status?: Record<string, unknown>;
+}
+
+export const NODES: KindSpec<FakeNode> = {
+  kind: 'Node',
+  resource: 'nodes',
+  clusterScoped: true,
+  fields: new Set(['metadata.name', 'spec.unschedulable']),
+  key: (node) => node.metadata.name,
+  namespace: () => '',
+  fieldValue: (node, field) => (field === 'metadata.name' ? node.metadata.name : String(node.spec.unschedulable === true)),
+  serialize(node, rv) {
+    const body = structuredClone(node) as unknown as Record<string, unknown> & FakeNode;
+    body.metadata.resourceVersion = String(rv);
+    return body;
+  },
+};
+
+/** A failed write, with the status and reason the apiserver answers it with. */
+export class ApiFailure extends Error {
+  readonly status: number;
+  readonly reason: string;
+  constructor(status: number, reason: string, message: string) {
+    super(message);
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+/**
+ * A PATCH body applied to an object's JSON, by content type, as the apiserver does: RFC 6902 JSON
+ * patch (add, remove, replace, test; a failed test or a missing path is 422), RFC 7386 merge patch,
+ * and strategic merge patch taken as a merge patch (Node fields have no merge keys that matter here).
+ */
+export function applyPatch(contentType: string, target: unknown, body: string): unknown {
+  let patch: unknown;
+  try {
+    patch = JSON.parse(body);
+  } catch {
+    throw new ApiFailure(400, 'BadRequest', 'the patch is not JSON');
+  }
+  const type = contentType.split(';')[0]?.trim();
+  if (type === 'application/json-patch+json') return applyJsonPatch(target, patch);
+  if (type === 'application/merge-patch+json' || type === 'application/strategic-merge-patch+json') return mergePatch(target, patch);
+  throw new ApiFailure(415, 'UnsupportedMediaType', `the fake apiserver does not take ${contentType} patches`);
+}
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+function applyJsonPatch(target: unknown, patch: unknown): unknown {
+  if (!Array.isArray(patch)) throw new ApiFailure(400, 'BadRequest', 'a JSON patch is an array of operations');
+  const doc = { root: structuredClone(target) as Json };
+  for (const operation of patch as { op?: unknown; path?: unknown; value?: Json }[]) {
+    if (typeof operation.path !== 'string' || (operation.path !== '' && !operation.path.startsWith('/'))) throw new ApiFailure(400, 'BadRequest', `bad path in ${JSON.stringify(operation)}`);
+    const tokens = operation.path === '' ? [] : operation.path.slice(1).split('/').map((token) => token.replaceAll('~1', '/').replaceAll('~0', '~'));
+    const last = tokens.pop();
+    let parent: Json = doc.root;
+    for (const token of tokens) parent = child(parent, token, operation.path);
+    if (last === undefined) throw new ApiFailure(422, 'Invalid', 'operations on the whole document are not supported');
+    const exists = Array.isArray(parent) ? /^\d+$/.test(last) && Number(last) < parent.length : isObject(parent) && Object.hasOwn(parent, last);
+    switch (operation.op) {
+      case 'test':
+        if (!exists || JSON.stringify(child(parent, last, operation.path)) !== JSON.stringify(operation.value)) throw new ApiFailure(422, 'Invalid', `the test of ${operation.path} failed`);
+        break;
+      case 'remove':
+      case 'replace':
+        if (!exists) throw new ApiFailure(422, 'Invalid', `${operation.op}: ${operation.path} does not exist`);
+        if (Array.isArray(parent)) parent.splice(Number(last), 1, ...(operation.op === 'replace' ? [operation.value ?? null] : []));
+        else if (operation.op === 'remove') delete (parent as Record<string, Json>)[last];
+        else (parent as Record<string, Json>)[last] = operation.value ?? null;
+        break;
+      case 'add':
+        if (Array.isArray(parent)) parent.splice(last === '-' ? parent.length : Number(last), 0, operation.value ?? null);
+        else if (isObject(parent)) parent[last] = operation.value ?? null;
+        else throw new ApiFailure(422, 'Invalid', `add: ${operation.path} has no parent`);
+        break;
+      default:
+        throw new ApiFailure(400, 'BadRequest', `unsupported JSON patch operation ${JSON.stringify(operation.op)}`);
+    }
+  }
+  return doc.root;
+}
+
+function child(parent: Json, token: string, path: string): Json {
+  const value = Array.isArray(parent) ? parent[Number(token)] : isObject(parent) ? parent[token] : undefined;
+  if (value === undefined) throw new ApiFailure(422, 'Invalid', `${path} does not exist`);
+  return value;
+}
+
+function isObject(value: unknown): value is Record<string, Json> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function mergePatch(target: unknown, patch: unknown): unknown {
+  if (!isObject(patch)) return structuredClone(patch);
+  const result: Record<string, Json> = isObject(target) ? structuredClone(target) : {};
+  for (const [field, value] of Object.entries(patch)) {
+    if (value === null) delete result[field];
+    else result[field] = mergePatch(result[field], value) as Json;
+  }
+  return result;
 }

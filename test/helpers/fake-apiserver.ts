@@ -1,18 +1,20 @@
 // A plain-HTTP stand-in for the Kubernetes API server, covering exactly the
 // calls the agent makes: OIDC discovery + JWKS, pod and ConfigMap list/watch
-// filtered by field selector, and TokenReview. No cluster runs in CI, so tests
+// filtered by field selector, TokenReview, and reading and writing one Node
+// (GET, PATCH and PUT, with resourceVersion conflicts). No cluster runs in CI, so tests
 // drive the real @kubernetes/client-node against this instead of mocking it.
-// This file is the HTTP side (auth, routing, outages, discovery, TokenReview);
+// This file is the HTTP side (auth, routing, outages, discovery, TokenReview,
+// Node reads and writes with their optimistic concurrency);
 // list/watch semantics live in list-watch.ts, object shapes in api-objects.ts.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { CONFIG_MAPS, type FakePod, PODS, type TokenVerdict, configMapKey, statusBody, tokenReviewStatus } from './api-objects.ts';
+import { ApiFailure, CONFIG_MAPS, type FakeNode, type FakePod, NODES, PODS, type TokenVerdict, applyPatch, configMapKey, statusBody, tokenReviewStatus } from './api-objects.ts';
 import { type AnyCollection, type ListWatchRequest, ListWatchStore } from './list-watch.ts';
 
-export type { FakePod, TokenVerdict } from './api-objects.ts';
+export type { FakeNode, FakePod, FakeTaint, TokenVerdict } from './api-objects.ts';
 
 export type ReviewTokenFn = (token: string, audiences: string[]) => TokenVerdict | Promise<TokenVerdict>;
 
@@ -25,6 +27,9 @@ export interface RecordedRequest {
   query: Record<string, string>;
   /** false when the bearer token was missing/wrong (answered 401). */
   authenticated: boolean;
+  /** Node writes (PATCH, PUT) only: the body as sent, and its content type. */
+  contentType?: string;
+  body?: string;
 }
 
 export interface FakeApiServer {
@@ -39,6 +44,17 @@ export interface FakeApiServer {
   setConfigMap(namespace: string, name: string, data: Record<string, string>): void;
   /** Deletes a ConfigMap (DELETED); throws when it does not exist. */
   deleteConfigMap(namespace: string, name: string): void;
+  /** Creates (ADDED) or replaces (MODIFIED) a Node, as the kubelet or another controller would. */
+  setNode(node: FakeNode): void;
+  /** The Node as stored, with the resourceVersion it was stored at; undefined when there is none. */
+  getNode(name: string): (FakeNode & { metadata: { resourceVersion: string } }) | undefined;
+  /**
+   * The next PATCH or PUT of a Node loses a race: `change` is applied to the stored Node first, as
+   * another writer's (a new resourceVersion), so the write's resourceVersion is stale: 409.
+   */
+  raceNextNodeWrite(change: (node: FakeNode) => void): void;
+  /** Answers every Node write with this status (403: RBAC or an admission policy said no) until called with undefined. */
+  refuseNodeWrites(status: number | undefined): void;
   /** Going down cuts every open watch; `mode` overrides options.downMode. */
   setDown(down: boolean, mode?: DownMode): void;
   readonly requests: readonly RecordedRequest[];
@@ -89,6 +105,9 @@ class FakeApiServerImpl implements FakeApiServer {
   #store = new ListWatchStore();
   #pods = this.#store.collection(PODS);
   #configMaps = this.#store.collection(CONFIG_MAPS);
+  #nodes = this.#store.collection(NODES);
+  #nodeRace: ((node: FakeNode) => void) | undefined;
+  #nodeRefusal: number | undefined;
   #down: DownMode | undefined;
   #server = createServer((req, res) => void this.#handle(req, res));
   #closing: Promise<void> | undefined;
@@ -166,6 +185,23 @@ class FakeApiServerImpl implements FakeApiServer {
     this.#configMaps.change(key, undefined);
   }
 
+  setNode(node: FakeNode): void {
+    this.#nodes.change(node.metadata.name, structuredClone(node));
+  }
+
+  getNode(name: string): (FakeNode & { metadata: { resourceVersion: string } }) | undefined {
+    const record = this.#nodes.record(name);
+    return record === undefined ? undefined : (NODES.serialize(record.obj, record.rv) as unknown as FakeNode & { metadata: { resourceVersion: string } });
+  }
+
+  raceNextNodeWrite(change: (node: FakeNode) => void): void {
+    this.#nodeRace = change;
+  }
+
+  refuseNodeWrites(status: number | undefined): void {
+    this.#nodeRefusal = status;
+  }
+
   setDown(down: boolean, mode?: DownMode): void {
     if (!down) {
       this.#down = undefined;
@@ -193,7 +229,8 @@ class FakeApiServerImpl implements FakeApiServer {
     const url = new URL(req.url ?? '/', 'http://fake');
     const query = Object.fromEntries(url.searchParams);
     const authenticated = req.headers.authorization === `Bearer ${this.token}`;
-    this.requests.push({ method: req.method ?? 'GET', path: url.pathname, query, authenticated });
+    const recorded: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname, query, authenticated };
+    this.requests.push(recorded);
     if (this.#down === 'destroy') {
       req.socket.destroy();
       return;
@@ -207,15 +244,20 @@ class FakeApiServerImpl implements FakeApiServer {
       return;
     }
     try {
-      await this.#route(req, res, url, query);
+      await this.#route(req, res, url, query, recorded);
     } catch (err) {
       if (!res.headersSent) sendJson(res, 500, statusBody(500, 'InternalError', (err as Error).message));
       else res.destroy();
     }
   }
 
-  async #route(req: IncomingMessage, res: ServerResponse, url: URL, query: Record<string, string>): Promise<void> {
+  async #route(req: IncomingMessage, res: ServerResponse, url: URL, query: Record<string, string>, recorded: RecordedRequest): Promise<void> {
     const method = req.method ?? 'GET';
+    const node = /^\/api\/v1\/nodes\/([^/]+)$/.exec(url.pathname)?.[1];
+    if (node !== undefined) {
+      await this.#node(req, res, method, decodeURIComponent(node), recorded);
+      return;
+    }
     if (method === 'GET' && url.pathname === '/.well-known/openid-configuration') {
       sendJson(res, 200, this.#discovery());
       return;
@@ -247,6 +289,66 @@ class FakeApiServerImpl implements FakeApiServer {
     }
     if (request.watch) collection.watch(res, request);
     else sendJson(res, 200, collection.list(request));
+  }
+
+  /** GET, PATCH and PUT of one Node, with the apiserver's optimistic concurrency. */
+  async #node(req: IncomingMessage, res: ServerResponse, method: string, name: string, recorded: RecordedRequest): Promise<void> {
+    const notFound = () => sendJson(res, 404, { ...statusBody(404, 'NotFound', `nodes "${name}" not found`), details: { name, kind: 'nodes' } });
+    if (method === 'GET') {
+      const stored = this.getNode(name);
+      if (stored === undefined) notFound();
+      else sendJson(res, 200, { kind: 'Node', apiVersion: 'v1', ...stored });
+      return;
+    }
+    if (method !== 'PATCH' && method !== 'PUT') {
+      sendJson(res, 405, statusBody(405, 'MethodNotAllowed', `the fake apiserver does not serve ${method} on nodes`));
+      return;
+    }
+    const body = await readBody(req);
+    recorded.contentType = req.headers['content-type'] ?? '';
+    recorded.body = body;
+    if (this.#nodeRefusal !== undefined) {
+      sendJson(res, this.#nodeRefusal, statusBody(this.#nodeRefusal, this.#nodeRefusal === 403 ? 'Forbidden' : 'Invalid', `nodes "${name}" is forbidden: refused by the test`));
+      return;
+    }
+    const race = this.#nodeRace;
+    this.#nodeRace = undefined;
+    const before = this.#nodes.get(name);
+    if (race !== undefined && before !== undefined) {
+      const raced = structuredClone(before);
+      race(raced);
+      this.#nodes.change(name, raced);
+    }
+    const current = this.getNode(name);
+    if (current === undefined) {
+      notFound();
+      return;
+    }
+    let written: FakeNode & { metadata: { resourceVersion?: string } };
+    try {
+      written = (method === 'PUT' ? JSON.parse(body) : applyPatch(recorded.contentType, current, body)) as typeof written;
+      if (typeof written !== 'object' || written === null || written.metadata?.name !== name) throw new ApiFailure(400, 'BadRequest', 'the name of the object does not match the name on the URL');
+    } catch (err) {
+      const failure = err instanceof ApiFailure ? err : new ApiFailure(400, 'BadRequest', (err as Error).message);
+      sendJson(res, failure.status, statusBody(failure.status, failure.reason, failure.message));
+      return;
+    }
+    // The optimistic lock: a write carrying a resourceVersion applies to that version only. A PUT
+    // without one is unconditional, as Nodes allow.
+    const version = written.metadata.resourceVersion;
+    if (version !== undefined && version !== '' && version !== current.metadata.resourceVersion) {
+      const message = `Operation cannot be fulfilled on nodes "${name}": the object has been modified; please apply your changes to the latest version and try again`;
+      sendJson(res, 409, { ...statusBody(409, 'Conflict', message), details: { name, kind: 'nodes' } });
+      return;
+    }
+    // What the apiserver keeps whatever is sent: identity, and the status (a subresource of its own).
+    const { resourceVersion: _dropped, ...metadata } = written.metadata;
+    const stored: FakeNode = { ...written, metadata: { ...metadata, name, uid: current.metadata.uid } };
+    if (current.metadata.creationTimestamp !== undefined) stored.metadata.creationTimestamp = current.metadata.creationTimestamp;
+    if (current.status === undefined) delete stored.status;
+    else stored.status = current.status;
+    this.#nodes.change(name, stored);
+    sendJson(res, 200, { kind: 'Node', apiVersion: 'v1', ...this.getNode(name) });
   }
 
   #discovery(): Record<string, unknown> {

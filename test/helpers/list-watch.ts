@@ -10,6 +10,8 @@ export interface KindSpec<T> {
   readonly kind: string;
   /** Collection name in the path: /api/v1/{resource} and /api/v1/namespaces/{ns}/{resource}. */
   readonly resource: string;
+  /** Served at /api/v1/{resource} only, like Nodes. */
+  readonly clusterScoped?: boolean;
   /** Field selector labels the apiserver supports for this kind; anything else is refused. */
   readonly fields: ReadonlySet<string>;
   key(obj: T): string;
@@ -98,7 +100,7 @@ class Collection<T> {
   constructor(spec: KindSpec<T>, revision: Revision) {
     this.spec = spec;
     this.#revision = revision;
-    this.#path = new RegExp(`^/api/v1/(?:namespaces/([^/]+)/)?${spec.resource}$`);
+    this.#path = new RegExp(spec.clusterScoped === true ? `^/api/v1/${spec.resource}$` : `^/api/v1/(?:namespaces/([^/]+)/)?${spec.resource}$`);
   }
 
   get openWatches(): number {
@@ -107,6 +109,12 @@ class Collection<T> {
 
   get(key: string): T | undefined {
     return this.#records.get(key)?.obj;
+  }
+
+  /** The object at key with the resourceVersion it was stored at. */
+  record(key: string): { obj: T; rv: number } | undefined {
+    const record = this.#records.get(key);
+    return record === undefined ? undefined : { obj: record.obj, rv: record.rv };
   }
 
   /** Creates or replaces (obj) or deletes (undefined) the object at key, at a new resourceVersion. */
