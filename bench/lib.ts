@@ -1,8 +1,10 @@
 // Shared plumbing for the benchmarks: processes, load, reports. Servers under test run in child
 // processes of their own and the load comes from yet another, so no two share an event loop.
 // BENCH_SERVER_NODE_OPTIONS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") goes to the servers under test.
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { openSync, readFileSync } from 'node:fs';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, openSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import { request } from 'undici';
@@ -17,6 +19,21 @@ export const NODE = process.execPath;
  * the young generation alone grows to 128 MB under load. test/dockerfile.test.ts keeps the two equal.
  */
 export const IMAGE_NODE_OPTIONS = '--max-semi-space-size=4 --max-old-space-size=128';
+
+/**
+ * The image's compile cache (Dockerfile: NODE_COMPILE_CACHE, made by one `version` run with the
+ * image's NODE_OPTIONS), made the same way once per benchmark run, so each agent starts as the image's does.
+ */
+let compileCache: string | undefined;
+export function imageEnv(): Record<string, string> {
+  const env = { PATH: process.env.PATH ?? '', NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}`.trim() };
+  if (compileCache === undefined) {
+    compileCache = mkdtempSync(join(tmpdir(), 'pia-compile-cache-'));
+    execFileSync(NODE, [`${ROOT}dist/cli.js`, 'version'], { env: { ...env, NODE_COMPILE_CACHE: compileCache }, stdio: 'ignore' });
+  }
+  // BENCH_NO_COMPILE_CACHE=1 measures what the cache buys.
+  return process.env.BENCH_NO_COMPILE_CACHE === '1' ? env : { ...env, NODE_COMPILE_CACHE: compileCache };
+}
 
 export function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -45,7 +62,7 @@ export interface AgentProcess {
   stop(): Promise<void>;
 }
 
-/** The compiled CLI, exactly as deployed, logging at info to /dev/null. */
+/** The bundled CLI, exactly as the image runs it (its NODE_OPTIONS and compile cache), logging at info to /dev/null. */
 export async function startAgent(cluster: EmulatedCluster, extraArgs: string[] = []): Promise<AgentProcess> {
   const [port, probePort, metricsPort] = [await freePort(), await freePort(), await freePort()];
   const devNull = openSync('/dev/null', 'w');
@@ -53,7 +70,7 @@ export async function startAgent(cluster: EmulatedCluster, extraArgs: string[] =
   const args = ['--max-client-miss-qps', '100000', '--max-client-miss-burst', '100000', '--cluster-name', cluster.clusterName, '--region', cluster.region, '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', String(port), '--probe-port', String(probePort), '--metrics-address', '127.0.0.1', '--metrics-port', String(metricsPort), ...extraArgs];
   const child = spawn(NODE, [`${ROOT}dist/cli.js`, 'server', ...args], {
     stdio: ['ignore', devNull, 'inherit'],
-    env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}`, AWS_ACCESS_KEY_ID: cluster.nodeCredentials.accessKeyId, AWS_SECRET_ACCESS_KEY: cluster.nodeCredentials.secretAccessKey },
+    env: { ...imageEnv(), AWS_ACCESS_KEY_ID: cluster.nodeCredentials.accessKeyId, AWS_SECRET_ACCESS_KEY: cluster.nodeCredentials.secretAccessKey },
   });
   await waitUntilUp(`http://127.0.0.1:${probePort}/healthz`);
   return { child, url: `http://127.0.0.1:${port}/v1/credentials`, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`, stop: () => stop(child) };
@@ -62,7 +79,7 @@ export async function startAgent(cluster: EmulatedCluster, extraArgs: string[] =
 /** A bare node:http server answering a fixed body: the ceiling the agent is measured against. */
 export async function startBareServer(bodyBytes: number, delayMs = 0): Promise<{ child: ChildProcess; url: string; stop(): Promise<void> }> {
   const port = await freePort();
-  const child = spawn(NODE, [`${ROOT}bench/bare-server.ts`, String(port), String(bodyBytes), String(delayMs)], {
+  const child = spawn(NODE, [`${ROOT}bench/bare-server.js`, String(port), String(bodyBytes), String(delayMs)], {
     stdio: 'inherit',
     env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}` },
   });
@@ -98,6 +115,42 @@ export interface LoadResult {
   readonly requests: number;
   readonly non2xx: number;
   readonly errors: number;
+}
+
+/** Seconds of CPU (user and system) a process has used, from /proc/PID/stat. */
+export function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name; in clock ticks.
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+export function hasWrk(): boolean {
+  try {
+    execFileSync('wrk', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch (error) {
+    // wrk prints its version and exits 1.
+    return (error as { status?: number }).status === 1;
+  }
+}
+
+/**
+ * wrk (Debian package `wrk`), a C load generator: on two cores it leaves the server most of one,
+ * where a Node load generator takes a core of its own and flatters every ratio.
+ */
+export async function wrk(url: string, options: { connections: number; seconds: number; headers: Record<string, string> }): Promise<LoadResult> {
+  const headerArgs = Object.entries(options.headers).flatMap(([name, value]) => ['-H', `${name}: ${value}`]);
+  const { stdout } = await run('wrk', ['-t1', `-c${options.connections}`, `-d${options.seconds}s`, '--latency', ...headerArgs, url], { maxBuffer: 1024 * 1024 });
+  const ms = (text: string | undefined) => (text === undefined ? Number.NaN : text.endsWith('us') ? Number.parseFloat(text) / 1000 : text.endsWith('ms') ? Number.parseFloat(text) : Number.parseFloat(text) * 1000);
+  const requests = Number(/(\d+) requests in/.exec(stdout)?.[1]);
+  return {
+    requestsPerSecond: Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]),
+    p50Ms: ms(/^\s+50%\s+(\S+)/m.exec(stdout)?.[1]),
+    p99Ms: ms(/^\s+99%\s+(\S+)/m.exec(stdout)?.[1]),
+    requests,
+    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(stdout)?.[1] ?? 0),
+    errors: [...stdout.matchAll(/(connect|read|write|timeout) (\d+)/g)].reduce((sum, m) => sum + Number(m[2]), 0),
+  };
 }
 
 /** autocannon in its own process. */

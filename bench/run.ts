@@ -3,8 +3,9 @@ import { coldBurst } from './cold-burst.ts';
 import { hitThroughput } from './hit-throughput.ts';
 import { memory } from './memory.ts';
 import { outage } from './outage.ts';
+import { startup } from './startup.ts';
 
-const BENCHMARKS: Record<string, () => Promise<void>> = { 'hit-throughput': hitThroughput, 'cold-burst': coldBurst, outage, memory };
+const BENCHMARKS: Record<string, () => Promise<void>> = { 'hit-throughput': hitThroughput, 'cold-burst': coldBurst, outage, memory, startup };
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((name) => !(name in BENCHMARKS));

@@ -89,7 +89,7 @@ t.test('200 concurrent requests for one token make exactly one upstream call', a
   t.ok(results.every((r) => r.ok && results[0]?.ok && r.entry === results[0].entry), 'every waiter got the same entry');
   const hit = await cache.get(tokenFor('a'));
   t.equal(hit.outcome, 'hit');
-  t.ok(hit.ok && results[0]?.ok && hit.entry.body === results[0].entry.body, 'the body is serialised once and reused');
+  t.ok(hit.ok && results[0]?.ok && hit.entry === results[0].entry && hit.entry.body === results[0].entry.body, 'the body is serialised once and reused: the same entry answers the hit');
   t.equal(upstream.calls.length, 1);
 });
 

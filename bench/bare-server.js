@@ -1,15 +1,19 @@
 // The baseline: node:http answering a body of the agent's size with the agent's headers, nothing else.
-import { type ServerResponse, createServer } from 'node:http';
+// Plain JavaScript, so that Node loads no TypeScript support for it: a bare runtime's footprint.
+import { createServer } from 'node:http';
 
 // With a delay, it stands for an ideal agent whose every answer waits exactly one upstream call.
 const [port, size, delayMs = 0] = process.argv.slice(2).map(Number);
-const body = Buffer.alloc(size ?? 1000, 'x');
-const answer = (res: ServerResponse) => {
+const body = 'x'.repeat(size ?? 1000);
+const answer = (res) => {
   res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': body.length });
   res.end(body);
 };
 createServer((req, res) => {
   if (delayMs > 0 && req.url !== '/') setTimeout(answer, delayMs, res);
   else answer(res);
-}).listen(port, '127.0.0.1');
+}).listen(port, '127.0.0.1', function () {
+  // With port 0 the caller learns the port from this line.
+  process.stdout.write(`${JSON.stringify({ port: this.address().port })}\n`);
+});
 process.on('SIGTERM', () => process.exit(0));
