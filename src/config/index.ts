@@ -361,6 +361,7 @@ export interface InitializeConfig {
   readonly ipv6: boolean;
   readonly linkType: 'auto' | 'dummy' | 'veth';
   readonly redirectPort: number | undefined;
+  readonly watch: boolean;
   readonly logLevel: LogLevel;
 }
 
@@ -373,6 +374,7 @@ Idempotent; needs NET_ADMIN only.
   --link-type TYPE          auto (dummy, else a veth pair where the kernel has no dummy), dummy or veth
   --redirect-port N         redirect TCP port 80 of the addresses to N (nftables), for an agent that
                             runs unprivileged on port N
+  --watch                   keep the node's set-up in place for as long as this runs, repairing what other programs remove (until SIGTERM)
   -v, --verbosity LEVEL     as for server
 `;
 
@@ -385,6 +387,7 @@ export function parseInitializeArgs(argv: readonly string[]): { help: boolean; c
         'no-ipv6': { type: 'boolean' },
         'link-type': { type: 'string' },
         'redirect-port': { type: 'string' },
+        watch: { type: 'boolean' },
         verbosity: { type: 'string', short: 'v' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -405,5 +408,5 @@ export function parseInitializeArgs(argv: readonly string[]): { help: boolean; c
   });
   const logLevel = check(() => parseVerbosity(values.verbosity ?? DEFAULTS.verbosity));
   if (problems.length > 0) throw new ConfigError(problems);
-  return { help: false, config: Object.freeze({ ipv6: values['no-ipv6'] !== true, linkType: linkType!, redirectPort, logLevel: logLevel! }) };
+  return { help: false, config: Object.freeze({ ipv6: values['no-ipv6'] !== true, linkType: linkType!, redirectPort, watch: values.watch === true, logLevel: logLevel! }) };
 }

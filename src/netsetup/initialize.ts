@@ -12,7 +12,7 @@ export interface InitializeOptions {
   readonly linkType: LinkType;
   /** When set, TCP to the addresses' port 80 is redirected to this port (see port-redirect.ts). */
   readonly redirectPort: number | undefined;
-  readonly log: (level: 'info' | 'warn', message: string, fields?: Record<string, unknown>) => void;
+  readonly log: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 }
 
 export interface InitializeReport {
@@ -38,12 +38,19 @@ interface AddressInfo {
  * throw; IPv6 failures (IPv6 disabled on the node) are warnings.
  */
 export async function initialize(options: InitializeOptions): Promise<InitializeReport> {
+  // Logged as they happen, so that a failure's line follows the steps that did succeed.
+  const report = await applySetup(options, (change) => options.log('info', change));
+  if (report.changes.length === 0) options.log('info', 'node already set up: nothing changed');
+  return report;
+}
+
+/** One pass of the set-up: each change goes to onChange as it happens (the watcher batches them), warnings to the log. */
+export async function applySetup(options: InitializeOptions, onChange: (change: string) => void): Promise<InitializeReport> {
   const changes: string[] = [];
   const warnings: string[] = [];
-  // Logged as they happen, so that a failure's line follows the steps that did succeed.
   const changed = (change: string) => {
     changes.push(change);
-    options.log('info', change);
+    onChange(change);
   };
   await ensureLink(options, changed);
   await ensureAddress('inet', `${IPV4_ADDRESS}/32`, changed);
@@ -63,7 +70,6 @@ export async function initialize(options: InitializeOptions): Promise<Initialize
   if (options.redirectPort !== undefined && (await ensureRedirect(targets, options.redirectPort))) {
     changed(`redirect TCP port 80 of ${targets.map((t) => t.address).join(', ')} to port ${options.redirectPort}`);
   }
-  if (changes.length === 0) options.log('info', 'node already set up: nothing changed');
   return { changes, warnings };
 }
 
@@ -73,11 +79,12 @@ async function ensureLink(options: InitializeOptions, changed: (change: string) 
     const kind = await createLink(options);
     changed(`created ${kind} link ${LINK_NAME}`);
   }
-  if (!(existing?.flags.includes('UP') ?? false)) {
-    await run('ip', ['link', 'set', LINK_NAME, 'up']);
-    // A veth link carries traffic only while its peer is up too.
-    if (await findLink(`${LINK_NAME}-p`)) await run('ip', ['link', 'set', `${LINK_NAME}-p`, 'up']);
-    changed(`set ${LINK_NAME} up`);
+  // A veth link carries traffic only while its peer is up too; a dummy link has no peer.
+  for (const name of [LINK_NAME, `${LINK_NAME}-p`]) {
+    const link = name === LINK_NAME && existing !== undefined ? existing : await findLink(name);
+    if (link === undefined || link.flags.includes('UP')) continue;
+    await run('ip', ['link', 'set', name, 'up']);
+    changed(`set ${name} up`);
   }
 }
 
