@@ -20,9 +20,10 @@ import {
   installHostPortRules,
   makeHostPortPod,
   makeNodeAndPod,
+  type Prober,
   startHttpServer,
   startInNamespace,
-  whoAnswers,
+  startProber,
 } from './helpers/netns.ts';
 
 const PORT = 2704;
@@ -46,10 +47,13 @@ const skip = (await unavailable()) ?? false;
 
 interface Node {
   readonly node: string;
-  readonly pod: string;
+  /** GETs from a pod, and from a host-network pod (a client in the node's namespace). */
+  readonly fromPod: Prober;
+  readonly fromNode: Prober;
   initialize(...flags: string[]): Promise<string>;
-  nft(...args: string[]): Promise<unknown>;
-  ip(...args: string[]): Promise<unknown>;
+  /** nft and ip in the node's namespace: their stdout. */
+  nft(...args: string[]): Promise<string>;
+  ip(...args: string[]): Promise<string>;
 }
 
 /** The node with a pod, the hostPort pod and its portmap rules, `initialize` run, and the stand-ins serving. */
@@ -68,26 +72,26 @@ async function makeNode(t: Test): Promise<Node> {
   await startHttpServer(t, hostPortPod, INGRESS, 80, ['::']);
   return {
     node,
-    pod,
+    fromPod: await startProber(t, pod),
+    fromNode: await startProber(t, node),
     initialize,
-    nft: (...args) => inNamespace(node, 'nft', args),
-    ip: (...args) => inNamespace(node, 'ip', args),
+    nft: async (...args) => (await inNamespace(node, 'nft', args)).stdout,
+    ip: async (...args) => (await inNamespace(node, 'ip', args)).stdout,
   };
 }
 
 const ENDPOINTS = ['http://169.254.170.23/v1/credentials', 'http://[fd00:ec2::23]/v1/credentials'];
 
-/** Who answers at the agent's endpoints, from a pod and from a host-network pod (a client in the node's namespace). */
+/** Who answers at the agent's endpoints, from a pod and from a host-network pod. */
 async function endpointAnswers(node: Node): Promise<string[]> {
-  const clients = [node.pod, node.node];
-  return Promise.all(clients.flatMap((client) => ENDPOINTS.map((url) => whoAnswers(client, url))));
+  return Promise.all([node.fromPod, node.fromNode].flatMap((client) => ENDPOINTS.map((url) => client.ask(url))));
 }
 const allAgent = (answers: string[]) => answers.every((answer) => answer === AGENT);
 
 async function assertPaths(t: Test, node: Node, what: string): Promise<void> {
   t.same(await endpointAnswers(node), [AGENT, AGENT, AGENT, AGENT], `${what}: pod and host-network pod reach the agent over IPv4 and IPv6`);
-  t.equal(await whoAnswers(node.pod, 'http://169.254.123.1/'), INGRESS, `${what}: the node's own address, port 80, still reaches the hostPort pod from a pod`);
-  t.equal(await whoAnswers(node.node, 'http://169.254.123.1/'), INGRESS, `${what}: ... and from the node`);
+  t.equal(await node.fromPod.ask('http://169.254.123.1/'), INGRESS, `${what}: the node's own address, port 80, still reaches the hostPort pod from a pod`);
+  t.equal(await node.fromNode.ask('http://169.254.123.1/'), INGRESS, `${what}: ... and from the node`);
 }
 
 t.test('the redirect wins over portmap hostPort rules on port 80', { skip, timeout: 120_000 }, async (t) => {
@@ -96,18 +100,18 @@ t.test('the redirect wins over portmap hostPort rules on port 80', { skip, timeo
 
   // Control: without the redirect the hostPort rules do take the endpoint, so the checks above mean something.
   await node.nft('delete', 'table', 'inet', 'pod_identity_agent');
-  t.equal(await whoAnswers(node.pod, ENDPOINTS[0]!), INGRESS, 'with no redirect, the hostPort pod answers at 169.254.170.23:80');
+  t.equal(await node.fromPod.ask(ENDPOINTS[0]!), INGRESS, 'with no redirect, the hostPort pod answers at 169.254.170.23:80');
   t.match(await node.initialize(), /redirect TCP port 80 of 169\.254\.170\.23, fd00:ec2::23 to port 2704/);
   await assertPaths(t, node, 'redirect installed after the hostPort rules');
 
   // The previous version's table (dstnat, -100) loses to rules registered after it; an upgrade replaces it once.
   await inNamespaceWithInput(node.node, 'nft', ['-f', '-'], previousVersionTable());
   await installHostPortRules(node.node);
-  t.equal(await whoAnswers(node.pod, ENDPOINTS[0]!), INGRESS, 'the previous table at priority -100 loses the endpoint');
+  t.equal(await node.fromPod.ask(ENDPOINTS[0]!), INGRESS, 'the previous table at priority -100 loses the endpoint');
   t.match(await node.initialize(), /redirect TCP port 80/, 'initialize replaces the previous table');
   t.match(await node.initialize(), /nothing changed/, 'and leaves the current one alone');
   await assertPaths(t, node, 'after the upgrade');
-  const listing = String(((await node.nft('list', 'table', 'inet', 'pod_identity_agent')) as { stdout: string }).stdout);
+  const listing = await node.nft('list', 'table', 'inet', 'pod_identity_agent');
   t.match(listing, /type nat hook prerouting priority -130;/, 'the pods\' chain comes before the other nat chains');
   t.match(listing, /type nat hook output priority -130;/, 'so does the host-network pods\' chain');
 });
@@ -179,10 +183,9 @@ t.test('without iproute2 or nftables, initialize --watch fails in one line', { s
       () => ({ code: 0, stderr: '' }),
       (error: { code: number; stderr: string }) => error,
     );
-  const noNft = await failure(onlyIp);
+  const [noNft, noIp] = await Promise.all([failure(onlyIp), failure('/nonexistent')]);
   t.equal(noNft.code, 1);
   t.match(noNft.stderr, /^pod-identity-agent initialize: failed: nft: not found on PATH; this node needs nftables for the agent's set-up\n$/);
-  const noIp = await failure('/nonexistent');
   t.equal(noIp.code, 1);
   t.match(noIp.stderr, /^pod-identity-agent initialize: failed: ip: not found on PATH; this node needs iproute2 for the agent's set-up\n$/);
 });

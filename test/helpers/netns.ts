@@ -1,4 +1,6 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import type { Test } from 'tap';
 
@@ -95,9 +97,8 @@ export async function makeNamespaces(names: readonly string[], registerCleanup: 
  */
 async function joinNamespaces(options: { node: string; other: string; nodeLink: string; otherLink: string; subnet: string }): Promise<void> {
   const { node, other, nodeLink, otherLink, subnet } = options;
-  await ip('link', 'add', nodeLink, 'type', 'veth', 'peer', 'name', otherLink);
-  await ip('link', 'set', nodeLink, 'netns', node);
-  await ip('link', 'set', otherLink, 'netns', other);
+  // Made inside the namespaces, so that nothing is left in the host's when a test fails half-way.
+  await ip('link', 'add', nodeLink, 'netns', node, 'type', 'veth', 'peer', 'name', otherLink, 'netns', other);
   const steps: [string, string[]][] = [
     [node, ['link', 'set', 'lo', 'up']],
     [node, ['addr', 'add', `${subnet}.1/24`, 'dev', nodeLink]],
@@ -171,13 +172,49 @@ for (const host of hosts) http.createServer((request, response) => response.end(
   return startInNamespace(t, namespace, ['-e', code, body, String(port), ...hosts], { PATH: process.env.PATH ?? '' }, (output) => output.includes('listening'));
 }
 
-/** The body a GET of `url` from inside `namespace` gets, or `no answer: <reason>` (3 s per attempt). */
-export async function whoAnswers(namespace: string, url: string): Promise<string> {
-  const code = `const request = require('node:http').get(process.argv[1], { timeout: 3000 }, (response) => {
-  let body = '';
-  response.on('data', (chunk) => (body += chunk)).on('end', () => console.log(body));
+/** Asks GETs from inside a namespace: `ask(url)` is the body, or `no answer: <reason>` (3 s per request). */
+export interface Prober {
+  ask(url: string): Promise<string>;
+}
+
+/**
+ * One client process per namespace, fed URLs on stdin: a spawn per request made each check cost
+ * most of a second. Every request opens a new connection (no keep-alive), as a new connection is
+ * what a change to the nat rules applies to.
+ */
+export async function startProber(t: Test, namespace: string): Promise<Prober> {
+  const code = `const http = require('node:http');
+require('node:readline').createInterface({ input: process.stdin }).on('line', (line) => {
+  const { id, url } = JSON.parse(line);
+  const done = (answer) => process.stdout.write(JSON.stringify({ id, answer }) + '\\n');
+  const request = http.get(url, { timeout: 3000, agent: false }, (response) => {
+    let body = '';
+    response.setEncoding('utf8').on('data', (chunk) => (body += chunk)).on('end', () => done(body));
+  });
+  request.on('timeout', () => request.destroy(new Error('timeout')));
+  request.on('error', (error) => done('no answer: ' + (error.code ?? error.message)));
 });
-request.on('timeout', () => request.destroy(new Error('timeout')));
-request.on('error', (error) => console.log('no answer: ' + (error.code ?? error.message)));`;
-  return (await inNamespace(namespace, process.execPath, ['-e', code, url])).stdout.trim();
+console.log('ready');`;
+  const child = spawn('ip', ['netns', 'exec', namespace, process.execPath, '-e', code], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.teardown(() => {
+    child.kill('SIGTERM');
+  });
+  const waiting = new Map<number, (answer: string) => void>();
+  const lines = createInterface({ input: child.stdout });
+  await once(lines, 'line'); // ready
+  lines.on('line', (line) => {
+    const { id, answer } = JSON.parse(line) as { id: number; answer: string };
+    waiting.get(id)?.(answer.trim());
+    waiting.delete(id);
+  });
+  child.on('exit', () => waiting.forEach((resolve) => resolve('no answer: the prober exited')));
+  let next = 0;
+  return {
+    ask: (url) =>
+      new Promise((resolve) => {
+        const id = next++;
+        waiting.set(id, resolve);
+        child.stdin.write(`${JSON.stringify({ id, url })}\n`);
+      }),
+  };
 }
