@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import { buildAgent } from './agent.ts';
 import { pino } from 'pino';
 import { type Config, ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } from './config/index.ts';
 import { initialize } from './netsetup/initialize.ts';
@@ -62,6 +61,9 @@ async function server(argv: readonly string[]): Promise<number> {
     'starting pod-identity-agent',
   );
   guardProcess(logger);
+  // Imported here, not at the top: `initialize --watch` runs as a sidecar for the pod's whole life,
+  // and without the server's modules it costs a fraction of the memory.
+  const { buildAgent } = await import('./agent.ts');
   const agent = buildAgent(config, { logger });
   await agent.listen();
   const signal = await waitForSignal();
