@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-import { buildAgent } from './agent.ts';
 import { pino } from 'pino';
 import { type Config, ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } from './config/index.ts';
 import { initialize } from './netsetup/initialize.ts';
+import { watch } from './netsetup/watch.ts';
 import { formatDuration } from './duration.ts';
 import { type Logger, createLogger } from './observability/logger.ts';
 import { VERSION } from './version.ts';
@@ -61,6 +61,9 @@ async function server(argv: readonly string[]): Promise<number> {
     'starting pod-identity-agent',
   );
   guardProcess(logger);
+  // Imported here, not at the top: `initialize --watch` runs as a sidecar for the pod's whole life,
+  // and without the server's modules it costs a fraction of the memory.
+  const { buildAgent } = await import('./agent.ts');
   const agent = buildAgent(config, { logger });
   await agent.listen();
   const signal = await waitForSignal();
@@ -100,7 +103,18 @@ async function initializeNode(argv: readonly string[]): Promise<number> {
   }
   const logger = createLogger({ level: parsed.config.logLevel, destination: pino.destination({ dest: 1, sync: true }) });
   logger.info({ version: VERSION, config: parsed.config }, 'initializing node');
-  await initialize({ ...parsed.config, log: (level, message, fields) => logger[level](fields ?? {}, message) });
+  const log = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => logger[level](fields ?? {}, message);
+  if (!parsed.config.watch) {
+    await initialize({ ...parsed.config, log });
+    return 0;
+  }
+  // Listening before the first pass: a SIGTERM then still ends the watcher with 0, not by the signal.
+  const stop = new AbortController();
+  void waitForSignal().then((signal) => {
+    logger.info({ signal }, 'stopping the watcher; the set-up stays in place');
+    stop.abort();
+  });
+  await watch({ ...parsed.config, log, signal: stop.signal });
   return 0;
 }
 

@@ -57,14 +57,14 @@ function checkAdmissionPolicy(t: Test, objects: Json[], ds: Json, startupTaint: 
   t.ok(policy.spec.validations.every((v: Json) => v.reason === 'Forbidden' && typeof v.message === 'string'), 'each denial says why, as 403');
 }
 
-function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { admissionPolicy?: boolean } = {}): { ds: Json; init: Json; agent: Json; env: Record<string, string> } {
+function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { admissionPolicy?: boolean } = {}): { ds: Json; init: Json; agent: Json; watcher: Json; env: Record<string, string> } {
   const ds = objects.find((o) => o.kind === 'DaemonSet') as Json;
   // The generated settings ConfigMap (pod-identity-agent-<hash>), not an overlay's own.
   const configMap = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('pod-identity-agent')) as Json;
   const pod = ds.spec.template.spec;
   const init = pod.initContainers.find((c: Json) => c.name === 'initialize') as Json;
   const stateDir = pod.initContainers.find((c: Json) => c.name === 'state-dir') as Json;
-  const [agent] = pod.containers;
+  const [agent, watcher] = pod.containers;
   const env = configMap.data as Record<string, string>;
 
   t.equal(pod.hostNetwork, true, 'hostNetwork');
@@ -96,6 +96,13 @@ function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { 
   t.equal(init.securityContext.readOnlyRootFilesystem, true);
   t.equal(init.securityContext.seccompProfile.type, 'RuntimeDefault');
 
+  // The watcher keeps what initialize set up, with exactly its capabilities and settings.
+  t.same(pod.containers.map((c: Json) => c.name), ['agent', 'node-setup']);
+  t.same(watcher.securityContext, init.securityContext, 'node-setup: the init container\'s security context, NET_ADMIN only');
+  t.same(watcher.envFrom, init.envFrom);
+  t.match(watcher.resources, { requests: { cpu: String, memory: String }, limits: { memory: String } });
+  t.equal(watcher.ports, undefined, 'node-setup listens on nothing');
+
   const security = agent.securityContext;
   t.equal(security.runAsNonRoot, true, 'agent: non-root');
   t.ok(security.runAsUser > 0, 'agent: a non-root uid');
@@ -122,6 +129,11 @@ function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { 
   t.equal(security.runAsUser, 65532, 'the uid the state directory is handed to');
   const initialize = parseInitializeArgs(expand(init.args, env).slice(1)).config;
   t.equal(initialize?.redirectPort, server?.port, 'port 80 is redirected to the port the agent listens on');
+  t.equal(initialize?.watch, false, 'the init container sets up once and exits');
+  const watching = parseInitializeArgs(expand(watcher.args, env).slice(1)).config;
+  t.equal(watcher.args[0], 'initialize');
+  t.same(watching, { ...initialize, watch: true }, 'node-setup watches over exactly the set-up initialize makes');
+  t.equal(server?.podPort, 80, 'readiness checks the path pods use: port 80 of each bind host, through the redirect');
   t.ok(pod.terminationGracePeriodSeconds * 1000 > (server?.shutdownTimeoutMs ?? Infinity), 'the agent\'s shutdown deadline ends inside the grace period');
 
   // The startup taint: on, tolerated (whatever effect the provisioner gives it), and narrowed by the policy.
@@ -129,7 +141,7 @@ function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { 
   for (const effect of ['NoSchedule', 'NoExecute']) t.ok(tolerates(pod.tolerations, { key: server?.startupTaint ?? '', value: 'true', effect }), `the agent tolerates its startup taint (${effect})`);
   if (admissionPolicy) checkAdmissionPolicy(t, objects, ds, server?.startupTaint);
   else t.notOk(objects.some((o) => o.apiVersion?.startsWith('admissionregistration.k8s.io/')), 'no admission policy');
-  return { ds, init, agent, env };
+  return { ds, init, agent, watcher, env };
 }
 
 t.test('base', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
@@ -154,8 +166,9 @@ t.test('overlay: another agent port', { skip: kubectl ? false : 'kubectl is not 
 
 t.test('overlay: IPv4-only clusters', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
   const objects = await render('daemonset/overlays/ipv4-only');
-  const { init, agent, env } = checkDaemonSet(t, objects);
+  const { init, agent, watcher, env } = checkDaemonSet(t, objects);
   t.ok(init.args.includes('--no-ipv6'));
+  t.ok(watcher.args.includes('--no-ipv6'), 'node-setup does not put IPv6 back either');
   t.same(parseServerArgs(expand(agent.args, env).slice(1), { ...env, NODE_NAME: 'node-a' }).config?.bindHosts, ['169.254.170.23']);
 });
 

@@ -1,37 +1,14 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { BASE_ENV, CLI } from './helpers/cli-process.ts';
 import { NODE_CREDENTIALS } from './helpers/harness.ts';
-import { canMakeNamespaces, inNamespace, makeNodeAndPod } from './helpers/netns.ts';
+import { canMakeNamespaces, inNamespace, makeNodeAndPod, startInNamespace } from './helpers/netns.ts';
 
 const HELPERS = new URL('./helpers/', import.meta.url).pathname;
 const AGENT_PORT = '2704';
 const unavailable = await canMakeNamespaces();
-
-/** A long-running process inside a namespace, resolved once it printed `ready` on stdout. */
-function startIn(t: Test, namespace: string, args: string[], env: NodeJS.ProcessEnv, ready: (output: string) => boolean): Promise<{ child: ChildProcess; output: () => string }> {
-  const child = spawn('ip', ['netns', 'exec', namespace, process.execPath, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => {
-    child.kill('SIGTERM');
-  });
-  let output = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`not ready after 15 s:\n${output}`)), 15_000);
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString();
-      if (ready(output)) {
-        clearTimeout(timer);
-        resolve({ child, output: () => output });
-      }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.on('exit', (code) => reject(new Error(`exited with ${code}:\n${output}`)));
-  });
-}
 
 t.test('a pod in its own network namespace gets credentials from the agent on the node, as in EKS', { skip: unavailable ?? false, timeout: 120_000 }, async (t) => {
   const { node, pod } = await makeNodeAndPod(String(process.pid % 100_000), (cleanup) => t.teardown(cleanup));
@@ -47,10 +24,10 @@ t.test('a pod in its own network namespace gets credentials from the agent on th
   t.match(second.stdout, /nothing changed/);
   t.notMatch(second.stdout, /added|created|redirect TCP/);
 
-  const emulator = await startIn(t, node, [`${HELPERS}netns-emulator.ts`, dir], BASE_ENV, (output) => output.includes('"url"'));
+  const emulator = await startInNamespace(t, node, [`${HELPERS}netns-emulator.ts`, dir], BASE_ENV, (output) => output.includes('"url"'));
   const { url } = JSON.parse(emulator.output().split('\n').find((line) => line.includes('"url"')) as string) as { url: string };
   // The agent as the DaemonSet runs it: default bind hosts, unprivileged port, node credentials from the environment.
-  await startIn(
+  await startInNamespace(
     t,
     node,
     [CLI, 'server', '--cluster-name', 'c1', '--endpoint', url, `--port=${AGENT_PORT}`],

@@ -12,7 +12,7 @@ export interface InitializeOptions {
   readonly linkType: LinkType;
   /** When set, TCP to the addresses' port 80 is redirected to this port (see port-redirect.ts). */
   readonly redirectPort: number | undefined;
-  readonly log: (level: 'info' | 'warn', message: string, fields?: Record<string, unknown>) => void;
+  readonly log: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 }
 
 export interface InitializeReport {
@@ -21,14 +21,12 @@ export interface InitializeReport {
   readonly warnings: readonly string[];
 }
 
+/** `ip -json -details addr show`: the link's flags and kind with its addresses, read in one run. */
 interface Link {
   readonly ifname: string;
   readonly flags: readonly string[];
   readonly linkinfo?: { readonly info_kind?: string };
-}
-
-interface AddressInfo {
-  readonly addr_info: readonly { readonly family: string; readonly local: string; readonly prefixlen: number }[];
+  readonly addr_info?: readonly { readonly family: string; readonly local: string; readonly prefixlen: number }[];
 }
 
 /**
@@ -38,20 +36,27 @@ interface AddressInfo {
  * throw; IPv6 failures (IPv6 disabled on the node) are warnings.
  */
 export async function initialize(options: InitializeOptions): Promise<InitializeReport> {
+  // Logged as they happen, so that a failure's line follows the steps that did succeed.
+  const report = await applySetup(options, (change) => options.log('info', change));
+  if (report.changes.length === 0) options.log('info', 'node already set up: nothing changed');
+  return report;
+}
+
+/** One pass of the set-up: each change goes to onChange as it happens (the watcher batches them), warnings to the log. */
+export async function applySetup(options: InitializeOptions, onChange: (change: string) => void): Promise<InitializeReport> {
   const changes: string[] = [];
   const warnings: string[] = [];
-  // Logged as they happen, so that a failure's line follows the steps that did succeed.
   const changed = (change: string) => {
     changes.push(change);
-    options.log('info', change);
+    onChange(change);
   };
-  await ensureLink(options, changed);
-  await ensureAddress('inet', `${IPV4_ADDRESS}/32`, changed);
+  const link = await ensureLink(options, changed);
+  await ensureAddress(link, 'inet', `${IPV4_ADDRESS}/32`, changed);
   await ensureRoute('-4', `${IPV4_ADDRESS}/32`, changed);
   const targets: RedirectTarget[] = [{ family: 'ip', address: IPV4_ADDRESS }];
   if (options.ipv6) {
     try {
-      await ensureAddress('inet6', `${IPV6_ADDRESS}/128`, changed);
+      await ensureAddress(link, 'inet6', `${IPV6_ADDRESS}/128`, changed);
       await ensureRoute('-6', `${IPV6_ADDRESS}/128`, changed);
       targets.push({ family: 'ip6', address: IPV6_ADDRESS });
     } catch (error) {
@@ -63,27 +68,32 @@ export async function initialize(options: InitializeOptions): Promise<Initialize
   if (options.redirectPort !== undefined && (await ensureRedirect(targets, options.redirectPort))) {
     changed(`redirect TCP port 80 of ${targets.map((t) => t.address).join(', ')} to port ${options.redirectPort}`);
   }
-  if (changes.length === 0) options.log('info', 'node already set up: nothing changed');
   return { changes, warnings };
 }
 
-async function ensureLink(options: InitializeOptions, changed: (change: string) => void): Promise<void> {
-  const existing = await findLink();
-  if (existing === undefined) {
+/** The link, created if missing, and up; returned as it is then, addresses included (one read when nothing changed). */
+async function ensureLink(options: InitializeOptions, changed: (change: string) => void): Promise<Link> {
+  let link = await findLink(LINK_NAME);
+  if (link === undefined) {
     const kind = await createLink(options);
     changed(`created ${kind} link ${LINK_NAME}`);
+    link = { ifname: LINK_NAME, flags: [], linkinfo: { info_kind: kind } };
   }
-  if (!(existing?.flags.includes('UP') ?? false)) {
-    await run('ip', ['link', 'set', LINK_NAME, 'up']);
-    // A veth link carries traffic only while its peer is up too.
-    if (await findLink(`${LINK_NAME}-p`)) await run('ip', ['link', 'set', `${LINK_NAME}-p`, 'up']);
-    changed(`set ${LINK_NAME} up`);
+  // A veth link carries traffic only while its peer is up too; a dummy link has no peer.
+  const peer = link.linkinfo?.info_kind === 'veth' ? await findLink(`${LINK_NAME}-p`) : undefined;
+  const stale = !link.flags.includes('UP');
+  for (const { ifname, flags } of [link, ...(peer === undefined ? [] : [peer])]) {
+    if (flags.includes('UP')) continue;
+    await run('ip', ['link', 'set', ifname, 'up']);
+    changed(`set ${ifname} up`);
   }
+  // Taking a link down drops its IPv6 addresses (unless keep_addr_on_down): read what is left.
+  return stale ? ((await findLink(LINK_NAME)) ?? link) : link;
 }
 
-async function findLink(name = LINK_NAME): Promise<Link | undefined> {
+async function findLink(name: string): Promise<Link | undefined> {
   try {
-    return (await ipJson<Link[]>(['-details', 'link', 'show', 'dev', name]))[0];
+    return (await ipJson<Link[]>(['-details', 'addr', 'show', 'dev', name]))[0];
   } catch (error) {
     if (error instanceof CommandError && /does not exist/i.test(error.stderr)) return undefined;
     throw error;
@@ -108,10 +118,9 @@ async function createLink(options: InitializeOptions): Promise<'dummy' | 'veth'>
   return 'veth';
 }
 
-async function ensureAddress(family: 'inet' | 'inet6', cidr: string, changed: (change: string) => void): Promise<void> {
+async function ensureAddress(link: Link, family: 'inet' | 'inet6', cidr: string, changed: (change: string) => void): Promise<void> {
   const [address, prefix] = cidr.split('/') as [string, string];
-  const [link] = await ipJson<AddressInfo[]>([family === 'inet' ? '-4' : '-6', 'addr', 'show', 'dev', LINK_NAME]);
-  if (link?.addr_info.some((info) => info.local === address && info.prefixlen === Number(prefix))) return;
+  if ((link.addr_info ?? []).some((info) => info.family === family && info.local === address && info.prefixlen === Number(prefix))) return;
   // nodad: the address is ours alone on this link; waiting for duplicate detection only delays the agent.
   await run('ip', [family === 'inet' ? '-4' : '-6', 'addr', 'add', cidr, 'dev', LINK_NAME, ...(family === 'inet6' ? ['nodad'] : [])]);
   changed(`added ${cidr} to ${LINK_NAME}`);

@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import { CommandError, run } from './command.ts';
 
 export interface RedirectTarget {
@@ -5,7 +6,26 @@ export interface RedirectTarget {
   readonly address: string;
 }
 
-const TABLE = 'pod_identity_agent';
+export const TABLE = 'pod_identity_agent';
+
+/**
+ * The kernel runs all nat chains of a hook inside one NAT step (at -100), in order of their
+ * priorities, and the first chain whose rule DNATs a new connection ends NAT for that connection:
+ * later nat chains never see its first packet (measured: the iptables nat table's counters stay at
+ * zero for redirected connections). At equal priorities the chain registered last runs first, and a
+ * full iptables-restore re-creates the nat table: at the usual dstnat (-100) the redirect lost to
+ * portmap's hostPort rules. -130 comes before the iptables nat table (either backend), kube-proxy and
+ * portmap at -100, firewalld at -90, and tools that nudge themselves to dstnat - 10; the kernel
+ * refuses nat chains at -200 and below, and nft names priorities within 10 of a standard one (-140
+ * would list as "mangle + 10"). The rules match only the agent's addresses, so coming first takes
+ * nothing from anyone else.
+ */
+export const NAT_PRIORITY = -130;
+
+const CHAINS = [
+  { name: 'prerouting', hook: 'prerouting' },
+  { name: 'output', hook: 'output' },
+] as const;
 
 /**
  * Pods reach the agent at port 80, but a non-root container cannot bind it: Kubernetes puts an
@@ -13,32 +33,80 @@ const TABLE = 'pod_identity_agent';
  * capability can raise it (kubernetes/kubernetes#56374). So `initialize`, which holds NET_ADMIN,
  * rewrites TCP to <address>:80 into <address>:<port> (DNAT, before routing for pods and on output
  * for host-network pods), and the agent listens unprivileged on <port>. One nftables table of its
- * own, replaced atomically; its comment fingerprints the rules, so an unchanged run changes nothing.
- * Returns whether anything changed.
+ * own, replaced atomically, and only when what the kernel lists differs from what it should hold:
+ * an unchanged run changes nothing. Returns whether anything changed.
  */
 export async function ensureRedirect(targets: readonly RedirectTarget[], port: number): Promise<boolean> {
-  const rules = targets.map(({ family, address }) => {
-    const to = family === 'ip6' ? `[${address}]:${port}` : `${address}:${port}`;
-    return `${family} daddr ${address} tcp dport 80 dnat ${family} to ${to}`;
-  });
-  const fingerprint = `pod-identity-agent: port 80 of ${targets.map((t) => t.address).join(' ')} to ${port}`;
-  if ((await currentTable())?.includes(`comment "${fingerprint}"`)) return false;
-  const chain = (name: string, hook: string, priority: string) =>
-    `  chain ${name} {\n    type nat hook ${hook} priority ${priority}; policy accept;\n${rules.map((rule) => `    ${rule}\n`).join('')}  }\n`;
-  // Declaring the table first makes the delete valid when it does not exist yet: one atomic swap.
-  await run(
-    'nft',
-    ['-f', '-'],
-    `table inet ${TABLE}\ndelete table inet ${TABLE}\ntable inet ${TABLE} {\n  comment "${fingerprint}"\n${chain('prerouting', 'prerouting', 'dstnat')}${chain('output', 'output', '-100')}}\n`,
-  );
+  if (holds(await listTable(), targets, port)) return false;
+  await run('nft', ['-f', '-'], tableScript(targets, port));
+  // Read back, so that a kernel or nft that stores something else is an error here rather than a
+  // replacement on every later check.
+  if (!holds(await listTable(), targets, port)) throw new Error(`nft lists table inet ${TABLE} differently than it was written`);
   return true;
 }
 
-async function currentTable(): Promise<string | undefined> {
+/** The table as nft input. Its comment is for people (`nft list table`); the check reads the rules. */
+export function tableScript(targets: readonly RedirectTarget[], port: number): string {
+  const rules = targets.map(({ family, address }) => {
+    const to = family === 'ip6' ? `[${address}]:${port}` : `${address}:${port}`;
+    return `    ${family} daddr ${address} tcp dport 80 dnat ${family} to ${to}\n`;
+  });
+  const comment = `pod-identity-agent v2: TCP port 80 of ${targets.map((t) => t.address).join(' ')} to ${port}, nat priority ${NAT_PRIORITY}`;
+  const chains = CHAINS.map(
+    ({ name, hook }) => `  chain ${name} {\n    type nat hook ${hook} priority ${NAT_PRIORITY}; policy accept;\n${rules.join('')}  }\n`,
+  );
+  // Declaring the table first makes the delete valid when it does not exist yet: one atomic swap.
+  return `table inet ${TABLE}\ndelete table inet ${TABLE}\ntable inet ${TABLE} {\n  comment "${comment}"\n${chains.join('')}}\n`;
+}
+
+interface NftChain {
+  readonly name: string;
+  readonly type?: string;
+  readonly hook?: string;
+  readonly prio?: number;
+  readonly policy?: string;
+}
+
+interface NftRule {
+  readonly chain: string;
+  readonly expr: readonly unknown[];
+}
+
+type NftObject = { readonly chain?: NftChain; readonly rule?: NftRule };
+
+/** The table's chains and rules from `nft -j` (a stable interface, unlike the text listing); undefined when absent. */
+async function listTable(): Promise<NftObject[] | undefined> {
   try {
-    return await run('nft', ['list', 'table', 'inet', TABLE]);
+    return (JSON.parse(await run('nft', ['-j', 'list', 'table', 'inet', TABLE])) as { nftables: NftObject[] }).nftables;
   } catch (error) {
     if (error instanceof CommandError && /no such file or directory/i.test(error.stderr)) return undefined;
     throw error;
   }
+}
+
+/**
+ * Whether the listed table holds exactly our chains (nat, hook, priority, policy accept), each with
+ * one redirect per target in order. A table from an older version (priority -100) does not.
+ */
+function holds(objects: readonly NftObject[] | undefined, targets: readonly RedirectTarget[], port: number): boolean {
+  if (objects === undefined) return false;
+  const chains = objects.flatMap((o) => (o.chain === undefined ? [] : [o.chain]));
+  const rules = objects.flatMap((o) => (o.rule === undefined ? [] : [o.rule]));
+  if (chains.length !== CHAINS.length) return false;
+  return CHAINS.every(({ name, hook }) => {
+    const chain = chains.find((c) => c.name === name);
+    const own = rules.filter((r) => r.chain === name);
+    const shaped = chain?.type === 'nat' && chain.hook === hook && chain.prio === NAT_PRIORITY && chain.policy === 'accept';
+    return shaped && own.length === targets.length && targets.every((target, i) => redirects(own[i]!.expr, target, port));
+  });
+}
+
+/** The rule's daddr and dport matches and its DNAT, as nft's JSON schema writes them; counters and the like may be added. */
+function redirects(expr: readonly unknown[], { family, address }: RedirectTarget, port: number): boolean {
+  const has = (wanted: unknown) => expr.some((e) => isDeepStrictEqual(e, wanted));
+  return (
+    has({ match: { op: '==', left: { payload: { protocol: family, field: 'daddr' } }, right: address } }) &&
+    has({ match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: 80 } }) &&
+    has({ dnat: { family, addr: address, port } })
+  );
 }
