@@ -9,8 +9,14 @@ import type { AgentMetrics } from './metrics.ts';
 // own, and these are the only implementations that know the metric names.
 
 export function cacheMetrics(metrics: AgentMetrics): CacheObserver {
+  // A look-up happens on every hit: its counter child is found once per outcome, not per call.
+  const lookups = new Map<string, { inc(): void }>();
   return {
-    lookup: (outcome) => metrics.cacheLookups.inc({ outcome }),
+    lookup: (outcome) => {
+      let child = lookups.get(outcome);
+      if (child === undefined) lookups.set(outcome, (child = metrics.cacheLookups.labels(outcome)));
+      child.inc();
+    },
     renewal: (outcome) => metrics.cacheRenewals.inc({ outcome }),
     eviction: (reason) => metrics.cacheEvictions.inc({ reason }),
   };
