@@ -1,5 +1,6 @@
 // The baseline: node:http answering a body of the agent's size with the agent's headers, nothing else.
 import { type ServerResponse, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 // With a delay, it stands for an ideal agent whose every answer waits exactly one upstream call.
 const [port, size, delayMs = 0] = process.argv.slice(2).map(Number);
@@ -8,8 +9,10 @@ const answer = (res: ServerResponse) => {
   res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': body.length });
   res.end(body);
 };
-createServer((req, res) => {
+const server = createServer((req, res) => {
   if (delayMs > 0 && req.url !== '/') setTimeout(answer, delayMs, res);
   else answer(res);
-}).listen(port, '127.0.0.1');
+});
+// Port 0: the system picks a free one; the one line on stdout says which.
+server.listen(port ?? 0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ port: (server.address() as AddressInfo).port })}\n`));
 process.on('SIGTERM', () => process.exit(0));

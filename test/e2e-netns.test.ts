@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { BASE_ENV, CLI } from './helpers/cli-process.ts';
+import { BASE_ENV, CLI, START_LIMIT_MS } from './helpers/cli-process.ts';
 import { NODE_CREDENTIALS } from './helpers/harness.ts';
 import { canMakeNamespaces, inNamespace, makeNodeAndPod } from './helpers/netns.ts';
 
@@ -19,7 +19,7 @@ function startIn(t: Test, namespace: string, args: string[], env: NodeJS.Process
   });
   let output = '';
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`not ready after 15 s:\n${output}`)), 15_000);
+    const timer = setTimeout(() => reject(new Error(`not ready after ${START_LIMIT_MS} ms:\n${output}`)), START_LIMIT_MS);
     const onData = (chunk: Buffer) => {
       output += chunk.toString();
       if (ready(output)) {

@@ -20,8 +20,9 @@ export function ip(...args: string[]): Promise<unknown> {
   return run('ip', args);
 }
 
+/** Runs a command to its end in the namespace; the limit only catches a hang (a Node client starts in seconds, even loaded). */
 export function inNamespace(namespace: string, command: string, args: readonly string[], env?: NodeJS.ProcessEnv) {
-  return run('ip', ['netns', 'exec', namespace, command, ...args], { env: env ?? process.env, timeout: 30_000 });
+  return run('ip', ['netns', 'exec', namespace, command, ...args], { env: env ?? process.env, timeout: 60_000 });
 }
 
 /**
