@@ -9,11 +9,10 @@ const answer = (res) => {
   res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': body.length });
   res.end(body);
 };
-createServer((req, res) => {
+const server = createServer((req, res) => {
   if (delayMs > 0 && req.url !== '/') setTimeout(answer, delayMs, res);
   else answer(res);
-}).listen(port, '127.0.0.1', function () {
-  // With port 0 the caller learns the port from this line.
-  process.stdout.write(`${JSON.stringify({ port: this.address().port })}\n`);
 });
+// Port 0: the system picks a free one; the one line on stdout says which.
+server.listen(port ?? 0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ port: server.address().port })}\n`));
 process.on('SIGTERM', () => process.exit(0));

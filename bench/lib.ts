@@ -2,10 +2,9 @@
 // processes of their own and the load comes from yet another, so no two share an event loop.
 // BENCH_SERVER_NODE_OPTIONS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") goes to the servers under test.
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, openSync, readFileSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import { request } from 'undici';
 import { type EmulatedCluster, startEmulatedCluster } from '../test/emulator/emulated-cluster.ts';
@@ -35,15 +34,6 @@ export function imageEnv(): Record<string, string> {
   return process.env.BENCH_NO_COMPILE_CACHE === '1' ? env : { ...env, NODE_COMPILE_CACHE: compileCache };
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 export async function startCluster(options: { credentialLifetimeSeconds?: number } = {}): Promise<EmulatedCluster> {
   const associations = [{ namespace: 'bench', serviceAccount: 'app', roleArn: 'arn:aws:iam::111122223333:role/bench' }];
   return startEmulatedCluster({ clusterName: 'bench', associations, ...options });
@@ -62,29 +52,90 @@ export interface AgentProcess {
   stop(): Promise<void>;
 }
 
-/** The bundled CLI, exactly as the image runs it (its NODE_OPTIONS and compile cache), logging at info to /dev/null. */
+/**
+ * The bundled CLI, exactly as the image runs it (its NODE_OPTIONS and compile cache), logging at info
+ * to /dev/null. Every port is 0: the system picks free ones and keeps them, and they are read back
+ * from the process's listening sockets (its log goes to /dev/null, and says nothing at -v warn).
+ */
 export async function startAgent(cluster: EmulatedCluster, extraArgs: string[] = []): Promise<AgentProcess> {
-  const [port, probePort, metricsPort] = [await freePort(), await freePort(), await freePort()];
   const devNull = openSync('/dev/null', 'w');
   // One load process stands for many pods: lift the per-address miss budget, or it would be measured instead.
-  const args = ['--max-client-miss-qps', '100000', '--max-client-miss-burst', '100000', '--cluster-name', cluster.clusterName, '--region', cluster.region, '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', String(port), '--probe-port', String(probePort), '--metrics-address', '127.0.0.1', '--metrics-port', String(metricsPort), ...extraArgs];
+  const args = ['--max-client-miss-qps', '100000', '--max-client-miss-burst', '100000', '--cluster-name', cluster.clusterName, '--region', cluster.region, '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', ...extraArgs];
   const child = spawn(NODE, [`${ROOT}dist/cli.js`, 'server', ...args], {
     stdio: ['ignore', devNull, 'inherit'],
     env: { ...imageEnv(), AWS_ACCESS_KEY_ID: cluster.nodeCredentials.accessKeyId, AWS_SECRET_ACCESS_KEY: cluster.nodeCredentials.secretAccessKey },
   });
-  await waitUntilUp(`http://127.0.0.1:${probePort}/healthz`);
-  return { child, url: `http://127.0.0.1:${port}/v1/credentials`, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`, stop: () => stop(child) };
+  const { credentials, probe, metrics } = await agentPorts(child);
+  await waitUntilUp(`http://127.0.0.1:${probe}/healthz`);
+  return { child, url: `http://127.0.0.1:${credentials}/v1/credentials`, metricsUrl: `http://127.0.0.1:${metrics}/metrics`, stop: () => stop(child) };
 }
 
 /** A bare node:http server answering a fixed body: the ceiling the agent is measured against. */
 export async function startBareServer(bodyBytes: number, delayMs = 0): Promise<{ child: ChildProcess; url: string; stop(): Promise<void> }> {
-  const port = await freePort();
-  const child = spawn(NODE, [`${ROOT}bench/bare-server.js`, String(port), String(bodyBytes), String(delayMs)], {
-    stdio: 'inherit',
+  const child = spawn(NODE, [`${ROOT}bench/bare-server.js`, '0', String(bodyBytes), String(delayMs)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
     env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}` },
+  });
+  // Its one line on stdout: the port it was given.
+  const port = await new Promise<number>((resolve, reject) => {
+    let text = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      text += chunk.toString();
+      if (text.includes('\n')) resolve((JSON.parse(text.split('\n')[0]!) as { port: number }).port);
+    });
+    child.once('exit', (code) => reject(new Error(`bare server exited with ${code}`)));
   });
   await waitUntilUp(`http://127.0.0.1:${port}/`);
   return { child, url: `http://127.0.0.1:${port}/v1/credentials`, stop: () => stop(child) };
+}
+
+/** The TCP ports process `pid` listens on (Linux /proc): its sockets' inodes among the listening ones. */
+function listeningPorts(pid: number): number[] {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target = '';
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue; // closed meanwhile
+    }
+    const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+    if (inode !== undefined) inodes.add(inode);
+  }
+  const ports: number[] = [];
+  for (const table of ['tcp', 'tcp6']) {
+    for (const row of readFileSync(`/proc/${pid}/net/${table}`, 'utf8').split('\n').slice(1)) {
+      // local_address is HEXADDR:HEXPORT, st 0A is LISTEN, and the inode is the tenth column.
+      const [, local = '', , state, , , , , , inode = ''] = row.trim().split(/\s+/);
+      if (state === '0A' && inodes.has(inode)) ports.push(Number.parseInt(local.split(':')[1] ?? '', 16));
+    }
+  }
+  return ports;
+}
+
+/** Which of the agent's three listeners is which: the probe answers /healthz, the metrics /metrics. */
+async function agentPorts(child: ChildProcess): Promise<{ credentials: number; probe: number; metrics: number }> {
+  for (let i = 0; i < 100; i += 1) {
+    if (child.exitCode !== null) throw new Error(`the agent exited with ${child.exitCode}`);
+    const ports = listeningPorts(child.pid!);
+    if (ports.length === 3) {
+      const answers = async (port: number, path: string) => {
+        try {
+          const response = await request(`http://127.0.0.1:${port}${path}`, { headers: { host: '127.0.0.1' } });
+          await response.body.dump();
+          return response.statusCode === 200;
+        } catch {
+          return false;
+        }
+      };
+      const probe = (await Promise.all(ports.map((port) => answers(port, '/healthz')))).indexOf(true);
+      const metrics = (await Promise.all(ports.map((port) => answers(port, '/metrics')))).indexOf(true);
+      const credentials = [0, 1, 2].find((index) => index !== probe && index !== metrics);
+      if (probe !== -1 && metrics !== -1 && credentials !== undefined) return { credentials: ports[credentials]!, probe: ports[probe]!, metrics: ports[metrics]! };
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error('the agent did not come up');
 }
 
 async function waitUntilUp(url: string): Promise<void> {

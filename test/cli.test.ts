@@ -1,10 +1,11 @@
 import { execFile } from 'node:child_process';
-import { createServer } from 'node:net';
+import { once } from 'node:events';
+import { type AddressInfo, createServer } from 'node:net';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { VERSION } from '../src/version.ts';
-import { NODE_CREDENTIALS, freePort, sendRequest, startTestCluster } from './helpers/harness.ts';
-import { BASE_ENV, CLI, startServerProcess } from './helpers/cli-process.ts';
+import { NODE_CREDENTIALS, sendRequest, startTestCluster } from './helpers/harness.ts';
+import { BASE_ENV, CLI, START_LIMIT_MS, startServerProcess } from './helpers/cli-process.ts';
 import { createLogAudit } from './helpers/log-audit.ts';
 
 const run = promisify(execFile);
@@ -17,7 +18,8 @@ interface Exit {
 
 async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Exit> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: { ...BASE_ENV, ...env }, timeout: 10_000 });
+    // The limit only catches a process that hangs; every case here exits on its own in about a second.
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: { ...BASE_ENV, ...env }, timeout: START_LIMIT_MS });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const failed = error as { code: number; stdout: string; stderr: string };
@@ -44,8 +46,11 @@ t.test('start-up fails fast with one clear line', async (t) => {
     ['STS without verification', ['server', '--cluster-name', 'c1', '--upstream', 'sts', '--associations', '/dev/null', '--token-verification', 'none'], region, /--upstream sts needs tokens verified locally/],
     ['STS with no Kubernetes API to verify against', ['server', '--cluster-name', 'c1', '--upstream', 'sts', '--associations', '/dev/null', '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-port', '0'], region, /--upstream sts needs tokens verified locally, and they cannot be here/],
   ];
-  for (const [name, args, env, message] of cases) {
-    const result = await cli(args, env);
+  // The cases are independent processes: started together, so that nine start-ups on a loaded
+  // machine do not add up to most of the file's time limit (run one by one they took a minute).
+  const results = await Promise.all(cases.map(([, args, env]) => cli(args, env)));
+  for (const [i, [name, , , message]] of cases.entries()) {
+    const result = results[i]!;
     t.not(result.code, 0, `${name}: non-zero exit`);
     t.match(result.stderr, message, name);
     t.equal(result.stderr.trim().split('\n').filter((line) => line.startsWith('pod-identity-agent')).length, 1, `${name}: one line`);
@@ -53,12 +58,14 @@ t.test('start-up fails fast with one clear line', async (t) => {
 });
 
 t.test('a port already in use is fatal', async (t) => {
-  const port = await freePort();
-  const holder = createServer().listen(port, '127.0.0.1');
+  // Held by this test from listen(0) to the end: the port is in use for certain, and by us alone.
+  const holder = createServer().listen(0, '127.0.0.1');
+  await once(holder, 'listening');
   t.teardown(() => holder.close());
+  const { port } = holder.address() as AddressInfo;
   const result = await cli(['server', '--cluster-name', 'c1', '--region', 'us-west-2', '--bind-hosts', '127.0.0.1', '--port', String(port), '--probe-port', '0', '--metrics-port', '0']);
   t.equal(result.code, 1);
-  t.match(result.stderr, /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/);
+  t.match(result.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`));
 });
 
 t.test('the documented command line serves credentials; an absent IPv6 bind host is a warning; SIGTERM exits 0', async (t) => {

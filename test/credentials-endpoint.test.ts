@@ -1,12 +1,12 @@
 import t from 'tap';
-import { startHarness } from './helpers/harness.ts';
+import { PATIENT_RETRY, startHarness } from './helpers/harness.ts';
 
 function b64(value: unknown): string {
   return Buffer.from(JSON.stringify(value)).toString('base64url');
 }
 
 t.test('a valid token gets credentials in the exact reference shape', async (t) => {
-  const h = await startHarness(t);
+  const h = await startHarness(t, { retry: PATIENT_RETRY });
   const reply = await h.send({ authorization: await h.token() });
   t.equal(reply.status, 200);
   t.equal(reply.headers['content-type'], 'application/json');
@@ -58,7 +58,7 @@ t.test('the Host header may carry the port, or not', async (t) => {
 });
 
 t.test('EKS Auth verdicts pass through with their status and name', async (t) => {
-  const h = await startHarness(t);
+  const h = await startHarness(t, { retry: PATIENT_RETRY });
   const noAssociation = await h.send({ authorization: await h.token({ serviceAccount: 'nobody' }) });
   t.equal(noAssociation.status, 404);
   t.equal(noAssociation.json?.Code, 'ResourceNotFoundException');

@@ -143,7 +143,8 @@ t.test('no src/ file imports code from outside src/ by a relative path', async (
 const run = promisify(execFile);
 
 async function cli(path: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return run(process.execPath, [path, ...args], { timeout: 10_000 }).then(
+  // The limit only catches a hang: a start-up takes about a second, several on a loaded machine.
+  return run(process.execPath, [path, ...args], { timeout: 60_000 }).then(
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (error: { code?: number; stdout?: string; stderr?: string }) => ({ code: error.code ?? -1, stdout: error.stdout ?? '', stderr: error.stderr ?? '' }),
   );

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fromHttp } from '@aws-sdk/credential-providers';
 import t, { type Test } from 'tap';
-import { startHarness } from './helpers/harness.ts';
+import { PATIENT_RETRY, startHarness } from './helpers/harness.ts';
 
 const run = promisify(execFile);
 
@@ -16,7 +16,7 @@ async function tokenDir(t: Test): Promise<string> {
 }
 
 t.test('AWS SDK for JavaScript fromHttp, through the pod environment variables, re-reading a rotated token file', async (t) => {
-  const h = await startHarness(t);
+  const h = await startHarness(t, { retry: PATIENT_RETRY });
   const file = join(await tokenDir(t), 'eks-pod-identity-token');
   await writeFile(file, await h.token({ namespace: 'default', serviceAccount: 'app', podName: 'app-1' }));
   process.env.AWS_CONTAINER_CREDENTIALS_FULL_URI = h.credentialsUrl;
@@ -45,7 +45,7 @@ t.test('AWS SDK for JavaScript fromHttp, through the pod environment variables, 
 });
 
 t.test('AWS SDK for JavaScript sees the agent\'s Code on a 4xx', async (t) => {
-  const h = await startHarness(t);
+  const h = await startHarness(t, { retry: PATIENT_RETRY });
   const file = join(await tokenDir(t), 'token');
   await writeFile(file, await h.token({ serviceAccount: 'no-association' }));
   const provider = fromHttp({ awsContainerCredentialsFullUri: h.credentialsUrl, awsContainerAuthorizationTokenFile: file });
@@ -60,7 +60,7 @@ const botocore = await run('python3', ['-c', 'import botocore; print(botocore.__
 );
 
 t.test(`botocore ${botocore ?? ''} (Python) reads credentials from the agent`, { skip: botocore === undefined ? 'python3 with botocore is not installed' : false }, async (t) => {
-  const h = await startHarness(t);
+  const h = await startHarness(t, { retry: PATIENT_RETRY });
   const token = await h.token();
   const file = join(await tokenDir(t), 'token');
   await writeFile(file, token);

@@ -1,8 +1,10 @@
 import t from 'tap';
+import { fakeClock } from './helpers/clock.ts';
 import { sendRequest, startHarness } from './helpers/harness.ts';
 
 t.test('no token or credential in any log line, error body or metric, whatever path a request takes', async (t) => {
-  const h = await startHarness(t, { args: ['--max-client-miss-burst', '8', '--max-client-miss-qps', '1'] });
+  // A clock that stands still: the flood below is limited for certain, however slowly it runs.
+  const h = await startHarness(t, { now: fakeClock().now, args: ['--max-client-miss-burst', '8', '--max-client-miss-qps', '1'] });
   const errorBodies: string[] = [];
   const drive = async (authorization: string, localAddress?: string) => {
     const reply = await h.send({ authorization, ...(localAddress === undefined ? {} : { localAddress }) });
@@ -22,7 +24,9 @@ t.test('no token or credential in any log line, error body or metric, whatever p
   await drive(`${token.slice(0, -6)}AAAAAA`); // InvalidTokenException from EKS Auth, echoing nothing
   await drive(token.replace(/\.[^.]+$/, '')); // malformed
   await drive(`${token} ${token}`);
-  for (let i = 0; i < 12; i += 1) await drive(await h.token({ podName: `flood-${i}` }), '127.0.0.9'); // limited
+  const limited = [];
+  for (let i = 0; i < 12; i += 1) limited.push((await drive(await h.token({ podName: `flood-${i}` }), '127.0.0.9')).status); // limited
+  t.equal(limited.filter((status) => status === 429).length, 4, 'the refusal path was taken: 4 of 12 past the burst of 8');
   const metrics = await sendRequest(h.addresses.metrics!.port, { path: '/metrics', host: '127.0.0.1' });
 
   const secrets = [...h.audit.secrets];

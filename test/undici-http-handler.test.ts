@@ -6,6 +6,7 @@ import { Agent } from 'undici';
 import { timeAttempts } from '../src/upstream/attempt-timing.ts';
 import type { AttemptReport } from '../src/upstream/types.ts';
 import { UndiciHttpHandler } from '../src/upstream/undici-http-handler.ts';
+import { refusingPort } from './helpers/local-servers.ts';
 
 t.test('the SDK\'s request goes out as signed (path, query, headers, body); the answer comes back whole', async (t) => {
   const seen: { url?: string; headers?: Record<string, unknown>; body?: string }[] = [];
@@ -44,6 +45,7 @@ t.test('the SDK\'s request goes out as signed (path, query, headers, body); the 
 
   await t.rejects(handler.handle({ ...request, path: '/big', query: {} }), { code: 'UpstreamInvalidResponse', message: 'STS answered more than 65536 bytes' });
   t.equal(reports.at(-1)?.status, 200, 'the attempt is reported either way');
-  await t.rejects(handler.handle({ ...request, hostname: '127.0.0.1', port: 9 }), { code: 'ECONNREFUSED' }, 'a network failure goes to the retry loop as it is');
+  const refusing = await refusingPort(t);
+  await t.rejects(handler.handle({ ...request, hostname: '127.0.0.1', port: refusing.port }), { code: 'ECONNREFUSED' }, 'a network failure goes to the retry loop as it is');
   t.equal(reports.at(-1)?.status, 0, 'no answer: status 0');
 });

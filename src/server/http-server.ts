@@ -97,9 +97,11 @@ export async function listenOnHosts(hosts: readonly string[], port: number, hand
   for (const host of hosts) {
     const server = createHttpServer(handler);
     try {
-      addresses.push(await listen(server, host, port));
+      const address = await listen(server, host, port);
+      addresses.push(address);
       servers.push(server);
-      logger.info({ address: host, port }, 'serving credentials');
+      // The port actually bound: with --port 0 the system chooses one, and this line says which.
+      logger.info({ address: host, port: address.port }, 'serving credentials');
     } catch (error) {
       if (!isMissingIpv6(host, error)) {
         // The caller never sees these servers: close them here.

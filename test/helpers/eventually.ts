@@ -1,5 +1,9 @@
-/** Polls `check` until it holds; fails naming `what` after `timeoutMs`. For state that settles asynchronously. */
-export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+/**
+ * Polls `check` until it holds; fails naming `what` after `timeoutMs`. For state that settles
+ * asynchronously. The limit only turns a hang into a named failure: it returns as soon as the state
+ * holds, so it is set far beyond anything a loaded machine needs, never tuned to the expected speed.
+ */
+export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await check()) return;

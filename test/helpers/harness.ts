@@ -7,7 +7,7 @@ import type { EksAuthEmulator, EmulatorOptions } from '../emulator/eks-auth-emul
 import { type EmulatedCluster, startEmulatedCluster } from '../emulator/emulated-cluster.ts';
 import type { IssueOptions, TokenIssuer } from '../emulator/token-issuer.ts';
 import { createLogger } from '../../src/observability/logger.ts';
-import type { RetryPolicy } from '../../src/upstream/retry.ts';
+import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../src/upstream/retry.ts';
 import { type LogAudit, createLogAudit } from './log-audit.ts';
 
 /** What every harness agent answers /readyz's check of the pods' path with. */
@@ -15,9 +15,18 @@ export const SELF_CHECK_ID = 'harness-self-check';
 
 export const NODE_CREDENTIALS = Object.freeze({ accessKeyId: 'AKIANODEEXAMPLE00001', secretAccessKey: 'node-secret-access-key-0000000000000000000' });
 
+/**
+ * The shipped policy's attempts and backoff, with time limits no loaded machine reaches: for tests
+ * that count upstream calls but are not about time, so that a stalled event loop cannot turn a slow
+ * answer into an extra attempt. Tests about the time limits use DEFAULT_RETRY_POLICY or their own.
+ */
+export const PATIENT_RETRY: RetryPolicy = Object.freeze({ ...DEFAULT_RETRY_POLICY, attemptTimeoutMs: 30_000, budgetMs: 60_000 });
+
 export interface HarnessOptions {
   readonly args?: readonly string[];
   readonly retry?: RetryPolicy;
+  /** The agent's clock (see helpers/clock.ts); the real one by default. */
+  readonly now?: () => number;
   readonly emulator?: Partial<EmulatorOptions>;
   /** The API server's configuration; none by default, whatever the machine has. */
   readonly kubernetes?: LoadedKubeConfig | null;
@@ -85,6 +94,7 @@ export async function startHarness(t: Test, options: HarnessOptions = {}): Promi
     kubernetes: extra.kubernetes ?? options.kubernetes ?? null,
     selfCheckId: SELF_CHECK_ID,
     ...(options.retry === undefined ? {} : { retry: options.retry }),
+    ...(options.now === undefined ? {} : { now: options.now }),
   });
   const addresses = await agent.listen();
   t.teardown(async () => {
@@ -139,5 +149,3 @@ function parseJson(text: string): Record<string, unknown> | undefined {
     return undefined;
   }
 }
-
-export { freePort } from '../../bench/lib.ts';

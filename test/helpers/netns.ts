@@ -23,8 +23,9 @@ export function ip(...args: string[]): Promise<unknown> {
   return run('ip', args);
 }
 
+/** Runs a command to its end in the namespace; the limit only catches a hang (a Node client starts in seconds, even loaded). */
 export function inNamespace(namespace: string, command: string, args: readonly string[], env?: NodeJS.ProcessEnv) {
-  return run('ip', ['netns', 'exec', namespace, command, ...args], { env: env ?? process.env, timeout: 30_000 });
+  return run('ip', ['netns', 'exec', namespace, command, ...args], { env: env ?? process.env, timeout: 60_000 });
 }
 
 /** A command inside a namespace with `input` on its stdin (iptables-restore, nft -f -). */
@@ -53,7 +54,8 @@ export function startInNamespace(t: Test, namespace: string, args: string[], env
   });
   let output = '';
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`not ready after 15 s:\n${output}`)), 15_000);
+    // A start under CI load took up to 9 s; the limit only bounds a hang.
+    const timer = setTimeout(() => reject(new Error(`not ready after 60 s:\n${output}`)), 60_000);
     const onData = (chunk: Buffer) => {
       output += chunk.toString();
       if (ready(output)) {

@@ -31,6 +31,8 @@ export interface StsClusterOptions {
   readonly beforeAgent?: (sts: StsEmulator, api: FakeApiServer) => void;
   /** Where issuer keys are kept; a fresh directory by default. */
   readonly stateDir?: string;
+  /** The STS emulator's clock (epoch ms); the real one by default. */
+  readonly stsNow?: () => number;
 }
 
 export interface StsCluster {
@@ -65,7 +67,7 @@ export async function startStsCluster(t: Test, options: StsClusterOptions = {}):
   await api.writeKubeconfig(join(dir, 'kubeconfig'));
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromFile(join(dir, 'kubeconfig'));
-  const sts = await startStsEmulator({ callerCredentials: [NODE_CREDENTIALS], region: 'us-west-2', roles: options.roles ?? { [APP_ROLE]: {} }, accountId: '444455556666' });
+  const sts = await startStsEmulator({ callerCredentials: [NODE_CREDENTIALS], region: 'us-west-2', roles: options.roles ?? { [APP_ROLE]: {} }, accountId: '444455556666', ...(options.stsNow === undefined ? {} : { now: options.stsNow }) });
   t.teardown(() => sts.close());
 
   const associationsFile = join(dir, 'associations.yaml');
@@ -121,11 +123,13 @@ export async function startStsCluster(t: Test, options: StsClusterOptions = {}):
     token,
     async request(pod, requestOptions = {}) {
       const authorization = await token(pod);
-      for (let attempt = 0; ; attempt += 1) {
+      // However long a loaded machine takes to list: the limit only turns a hang into an answer.
+      const deadline = Date.now() + 30_000;
+      for (;;) {
         const reply = await send({ authorization, ...requestOptions });
         // Answers that only mean "not listed yet": this node's pods, or the associations ConfigMap.
         const settling = reply.json?.Code === 'PodListUnavailable' || reply.json?.Code === 'PodNotOnNode' || reply.json?.Code === 'AssociationsUnavailable';
-        if (!settling || attempt >= 100) return reply;
+        if (!settling || Date.now() > deadline) return reply;
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     },
