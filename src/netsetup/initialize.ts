@@ -1,5 +1,6 @@
 import { CommandError, ipJson, run } from './command.ts';
 import { type RedirectTarget, ensureRedirect } from './port-redirect.ts';
+import { MIGRATE_REQ, ensureMigrateReq } from './sysctl.ts';
 
 export const LINK_NAME = 'pod-id-link0';
 export const IPV4_ADDRESS = '169.254.170.23';
@@ -12,6 +13,8 @@ export interface InitializeOptions {
   readonly linkType: LinkType;
   /** When set, TCP to the addresses' port 80 is redirected to this port (see port-redirect.ts). */
   readonly redirectPort: number | undefined;
+  /** Where the host network's sysctls are written (/proc/sys, or the host's mounted elsewhere); undefined: left alone. */
+  readonly procSys?: string | undefined;
   readonly log: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -67,6 +70,15 @@ export async function applySetup(options: InitializeOptions, onChange: (change: 
   }
   if (options.redirectPort !== undefined && (await ensureRedirect(targets, options.redirectPort))) {
     changed(`redirect TCP port 80 of ${targets.map((t) => t.address).join(', ')} to port ${options.redirectPort}`);
+  }
+  if (options.procSys !== undefined) {
+    const migrate = await ensureMigrateReq(options.procSys);
+    if (migrate === 'set') changed(`set ${MIGRATE_REQ.replaceAll('/', '.')} = 1`);
+    else if (migrate !== 'unchanged') {
+      const warning = `connections queued at an agent that stops may be reset rather than handed to its successor: ${migrate.unavailable}`;
+      warnings.push(warning);
+      options.log('warn', warning);
+    }
   }
   return { changes, warnings };
 }
