@@ -76,6 +76,9 @@ export function listen(server: Server, host: string, port: number): Promise<Addr
  */
 export function closeServer(server: Server, deadlineMs: number): Promise<void> {
   if (!server.listening) return Promise.resolve();
+  // Every answer from now on tells a keep-alive client not to reuse the connection: it opens a new
+  // one (to the other agent, in a surge) rather than racing the idle sweep below.
+  server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => res.setHeader('connection', 'close'));
   return new Promise((resolve) => {
     // A keep-alive connection becomes idle when its last response is written; close it then.
     const sweeper = setInterval(() => server.closeIdleConnections(), 50);
