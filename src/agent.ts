@@ -130,13 +130,13 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       await associations.start(kube?.kubeConfig);
     }
     const resolveIdentity = createIdentityResolver({ clusterName: config.clusterName, verifier: trust.verifier, pods: trust.pods, now });
-    // Probes first, so that /readyz says why while it waits. With a shared port, binding is taking
+    // Probes and metrics first, so that /readyz says why while it waits. With a shared port, binding is taking
     // traffic: the credential listeners not before the node's credentials resolve.
     const probe = await listen(probeServer, '127.0.0.1', config.probePort);
+    const metricsAddress = config.metrics ? await listen(metricsServer, config.metricsAddress, config.metricsPort) : undefined;
     await untilResolved(credentials, logger, stopping.signal);
     const handler = createCredentialsHandler({ bindHosts: config.bindHosts, port: config.port, audience: config.audience, cache, record: requestLog.record, resolveIdentity, selfCheckId, now });
     ({ servers: credentialServers, addresses: bound } = await listenOnHosts(config.bindHosts, config.port, handler, logger));
-    const metricsAddress = config.metrics ? await listen(metricsServer, config.metricsAddress, config.metricsPort) : undefined;
     cache.start();
     // In the background: serving never waits for the API server; the taint goes once /readyz says ready.
     if (config.startupTaint !== undefined && kube !== undefined && config.nodeName !== undefined) {

@@ -12,7 +12,7 @@ import type { LoadedKubeConfig } from '../src/k8s/kube-config.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { eventually } from './helpers/eventually.ts';
 import { type FakeApiServer, type FakeNode, type FakeTaint, startFakeApiServer } from './helpers/fake-apiserver.ts';
-import { NODE_CREDENTIALS, SELF_CHECK_ID, sendRequest, startTestCluster } from './helpers/harness.ts';
+import { NODE_CREDENTIALS, SELF_CHECK_ID, freePort, sendRequest, startTestCluster } from './helpers/harness.ts';
 import { type LogAudit, createLogAudit } from './helpers/log-audit.ts';
 
 const NODE = 'ip-10-0-1-23.us-west-2.compute.internal';
@@ -83,8 +83,11 @@ async function startNode(t: Test, options: NodeOptions = {}): Promise<Node> {
   audit.secrets.add(NODE_CREDENTIALS.secretAccessKey);
   let available = options.credentials ?? true;
   let reads = 0;
+  // Fixed ports: without node credentials listen() does not resolve (nothing is bound for pods until
+  // they do), while probes and metrics already answer there.
+  const [probePort, metricsPort] = [await freePort(), await freePort()];
   const { config } = parseServerArgs(
-    ['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '-v', 'debug', '--node-name', NODE, '--state-dir', stateDir, '--startup-taint', KEY, ...(options.args ?? [])],
+    ['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', String(probePort), '--metrics-address', '127.0.0.1', '--metrics-port', String(metricsPort), '-v', 'debug', '--node-name', NODE, '--state-dir', stateDir, '--startup-taint', KEY, ...(options.args ?? [])],
     {},
   );
   const agent = buildAgent(config!, {
@@ -98,7 +101,11 @@ async function startNode(t: Test, options: NodeOptions = {}): Promise<Node> {
     selfCheckId: SELF_CHECK_ID,
     startupTaint: { readyPollMs: 20, retryBaseMs: 20 },
   });
-  const addresses = await agent.listen();
+  const listening = agent.listen();
+  listening.catch(() => undefined);
+  // Asked for the credentials: probes and metrics are bound by then.
+  if (options.credentials === false) await eventually(() => reads >= 1, 'the agent waiting for node credentials');
+  const addresses: AgentAddresses = options.credentials === false ? { credentials: [], probe: { address: '127.0.0.1', family: 'IPv4', port: probePort }, metrics: { address: '127.0.0.1', family: 'IPv4', port: metricsPort } } : await listening;
   t.teardown(async () => {
     await agent.close();
     audit.assertClean();
