@@ -1,7 +1,7 @@
 import { request } from 'node:http';
 import t from 'tap';
 import { DEFAULT_RETRY_POLICY } from '../src/upstream/retry.ts';
-import { startHarness } from './helpers/harness.ts';
+import { NODE_CREDENTIALS, startHarness } from './helpers/harness.ts';
 
 t.test('latency past the per-attempt timeout: the retry answers inside the SDK\'s 1 s', async (t) => {
   const h = await startHarness(t);
@@ -115,10 +115,14 @@ t.test('node credentials that cannot be resolved: 503 NodeCredentialsUnavailable
     logger: createLogger({ level: 'info', destination: audit.sink }),
     kubernetes: null,
     credentialProvider: async () => {
-      throw new Error('no instance profile');
+      if (lost) throw new Error('no instance profile');
+      return NODE_CREDENTIALS;
     },
   });
+  // They resolve at start (nothing is bound for pods before they do), and are lost afterwards.
+  let lost = false;
   const addresses = await agent.listen();
+  lost = true;
   t.teardown(() => agent.close());
   const reply = await sendRequest(addresses.credentials[0]!.port, { authorization: await h.token() });
   t.equal(reply.status, 503);
