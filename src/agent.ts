@@ -18,13 +18,14 @@ import { createRequestLog } from './observability/request-log.ts';
 import { createCredentialsHandler } from './server/credentials-handler.ts';
 import { closeServer, createHttpServer, listen, listenOnHosts } from './server/http-server.ts';
 import { createMetricsHandler } from './server/metrics-handler.ts';
-import { createProbeHandler } from './server/probe-handler.ts';
-import { askReadyz } from './server/readyz-client.ts';
+import { type ProbeFile, writeProbeFile } from './server/probe-file.ts';
+import { type ProbeOptions, createProbeHandler, readiness } from './server/probe-handler.ts';
 import { type Trust, setUpTrust } from './trust/index.ts';
 import { createIdentityResolver } from './trust/request-identity.ts';
 import { type UpstreamSettings, createUpstream } from './upstream/index.ts';
 import { nodeCredentials } from './upstream/node-credentials.ts';
 import type { RetryPolicy } from './upstream/retry.ts';
+import { untilResolved } from './upstream/wait-credentials.ts';
 
 const DEFAULT_DRAIN_MS = 5_000;
 
@@ -99,24 +100,27 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
   let credentialServers: readonly Server[] = [];
   let bound: readonly AddressInfo[] = [];
   let draining = false;
-  const probeServer = createHttpServer(
-    createProbeHandler({
-      listeners: () => bound,
-      podPort: config.podPort,
-      selfCheckId,
-      onPathChecked: endpointMetrics(metrics),
-      nodeCredentials: credentials,
-      eventLoop,
-      draining: () => draining,
-      ...(associations === undefined ? {} : { associationsLoaded: () => associations.complete }),
-    }),
-  );
+  const probeOptions: ProbeOptions = {
+    listeners: () => bound,
+    podPort: config.podPort,
+    selfCheckId,
+    onPathChecked: endpointMetrics(metrics),
+    nodeCredentials: credentials,
+    eventLoop,
+    draining: () => draining,
+    ...(associations === undefined ? {} : { associationsLoaded: () => associations.complete }),
+  };
+  const probeServer = createHttpServer(createProbeHandler(probeOptions));
+  const stopping = new AbortController();
   const metricsServer = createHttpServer(createMetricsHandler(metrics.registry));
   let closing: Promise<void> | undefined;
   let trust: Trust | undefined;
   let startupTaint: StartupTaintRemoval | undefined;
+  let probeFile: ProbeFile | undefined;
 
   async function start(): Promise<AgentAddresses> {
+    // From the first moment, so that the exec probes see a live, not yet ready agent (and why).
+    if (config.probeFile !== undefined) probeFile = writeProbeFile(config.probeFile, probeOptions, logger);
     const kube = deps.kubernetes === undefined ? loadKubeConfig() : (deps.kubernetes ?? undefined);
     if (config.startupTaint !== undefined && kube === undefined) throw new Error('--startup-taint needs the Kubernetes API, and no configuration was found (in-cluster, KUBECONFIG, ~/.kube/config): this node would keep its taint and its pods would never be scheduled');
     trust = await setUpTrust({ settings: config, kube, logger, onPodDeleted: (uid) => cache.forgetPod(uid) });
@@ -126,16 +130,21 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       await associations.start(kube?.kubeConfig);
     }
     const resolveIdentity = createIdentityResolver({ clusterName: config.clusterName, verifier: trust.verifier, pods: trust.pods, now });
-    const handler = createCredentialsHandler({ bindHosts: config.bindHosts, port: config.port, audience: config.audience, cache, record: requestLog.record, resolveIdentity, selfCheckId, now });
-    ({ servers: credentialServers, addresses: bound } = await listenOnHosts(config.bindHosts, config.port, handler, logger));
+    // Probes and metrics first, so that /readyz says why while it waits. With a shared port, binding is taking
+    // traffic: the credential listeners not before the node's credentials resolve.
     const probe = await listen(probeServer, '127.0.0.1', config.probePort);
     const metricsAddress = config.metrics ? await listen(metricsServer, config.metricsAddress, config.metricsPort) : undefined;
+    const where = { probe: `127.0.0.1:${probe.port}`, metrics: metricsAddress === undefined ? 'disabled' : `${config.metricsAddress}:${metricsAddress.port}` };
+    logger.info(where, 'probes and metrics bound; the credential listeners follow once node credentials resolve');
+    await untilResolved(credentials, logger, stopping.signal);
+    const handler = createCredentialsHandler({ bindHosts: config.bindHosts, port: config.port, audience: config.audience, cache, record: requestLog.record, resolveIdentity, selfCheckId, now });
+    ({ servers: credentialServers, addresses: bound } = await listenOnHosts(config.bindHosts, config.port, handler, logger));
     cache.start();
     // In the background: serving never waits for the API server; the taint goes once /readyz says ready.
     if (config.startupTaint !== undefined && kube !== undefined && config.nodeName !== undefined) {
-      startupTaint = removeStartupTaint({ kubeConfig: kube.kubeConfig, nodeName: config.nodeName, key: config.startupTaint, ready: () => askReadyz(probe.port), logger, observer: startupTaintMetrics(metrics), timing: deps.startupTaint });
+      startupTaint = removeStartupTaint({ kubeConfig: kube.kubeConfig, nodeName: config.nodeName, key: config.startupTaint, ready: async () => (await readiness(probeOptions)).ready, logger, observer: startupTaintMetrics(metrics), timing: deps.startupTaint });
     }
-    logger.info({ probe: `127.0.0.1:${probe.port}`, metrics: metricsAddress === undefined ? 'disabled' : `${config.metricsAddress}:${metricsAddress.port}` }, 'probes and metrics listening');
+    logger.info(where, 'probes and metrics listening');
     return { credentials: bound, probe, metrics: metricsAddress };
   }
 
@@ -153,11 +162,13 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     close(deadlineMs = DEFAULT_DRAIN_MS) {
       closing ??= (async () => {
         draining = true;
+        stopping.abort();
         cache.close();
         startupTaint?.close();
         await Promise.all([trust?.close(), associations?.close()]);
         // Probes stay up while credentials drain, so that /readyz can say so.
         await Promise.all(credentialServers.map((server) => closeServer(server, deadlineMs)));
+        await probeFile?.close();
         await Promise.all([probeServer, metricsServer].map((server) => closeServer(server, 0)));
         eventLoop.close();
         requestLog.close();

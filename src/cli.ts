@@ -65,8 +65,12 @@ async function server(argv: readonly string[]): Promise<number> {
   // and without the server's modules it costs a fraction of the memory.
   const { buildAgent } = await import('./agent.ts');
   const agent = buildAgent(config, { logger });
-  await agent.listen();
-  const signal = await waitForSignal();
+  // Listening for signals from the start: start-up may wait for node credentials for as long as they
+  // fail, and a SIGTERM then (a rollout giving up on this version) should end it cleanly.
+  const signalled = waitForSignal();
+  const started = agent.listen();
+  started.catch(() => undefined);
+  const signal = await Promise.race([signalled, started.then(() => signalled)]);
   const deadline = formatDuration(config.shutdownTimeoutMs);
   logger.info({ signal, deadline }, 'shutting down: refusing new connections, finishing in-flight requests');
   // Backstop: should closing itself hang, leave anyway, still inside the DaemonSet's grace period.

@@ -35,13 +35,15 @@ t.test('version', async (t) => {
 
 t.test('start-up fails fast with one clear line', async (t) => {
   const region = { AWS_REGION: 'us-west-2' };
+  // Listeners bind only once the node's credentials resolve (README, "Upgrades"): static ones here.
+  const signing = { ...region, AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret' };
   const cases: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
     ['missing cluster name', ['server'], region, /--cluster-name is required/],
     ['bad cluster name', ['server', '--cluster-name', 'bad name!'], region, /not a valid EKS cluster name/],
     ['missing region', ['server', '--cluster-name', 'c1'], {}, /no region: set --region, AWS_REGION or AWS_DEFAULT_REGION/],
     ['bad duration', ['server', '--cluster-name', 'c1', '--max-credential-retention-before-renewal', 'forever'], region, /"forever" is not a duration/],
     ['bad port', ['server', '--cluster-name', 'c1', '--port', 'eighty'], region, /--port: "eighty" is not a port number/],
-    ['unbindable IPv4 address', ['server', '--cluster-name', 'c1', '--bind-hosts', '192.0.2.1', '--port', '0', '--probe-port', '0', '--metrics-port', '0'], region, /cannot listen on 192\.0\.2\.1:0: EADDRNOTAVAIL/],
+    ['unbindable IPv4 address', ['server', '--cluster-name', 'c1', '--bind-hosts', '192.0.2.1', '--port', '0', '--probe-port', '0', '--metrics-port', '0'], signing, /cannot listen on 192\.0\.2\.1:0: EADDRNOTAVAIL/],
     ['unknown command', ['serve'], {}, /unknown command "serve"/],
     ['STS without verification', ['server', '--cluster-name', 'c1', '--upstream', 'sts', '--associations', '/dev/null', '--token-verification', 'none'], region, /--upstream sts needs tokens verified locally/],
     ['STS with no Kubernetes API to verify against', ['server', '--cluster-name', 'c1', '--upstream', 'sts', '--associations', '/dev/null', '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-port', '0'], region, /--upstream sts needs tokens verified locally, and they cannot be here/],
@@ -63,7 +65,7 @@ t.test('a port already in use is fatal', async (t) => {
   await once(holder, 'listening');
   t.teardown(() => holder.close());
   const { port } = holder.address() as AddressInfo;
-  const result = await cli(['server', '--cluster-name', 'c1', '--region', 'us-west-2', '--bind-hosts', '127.0.0.1', '--port', String(port), '--probe-port', '0', '--metrics-port', '0']);
+  const result = await cli(['server', '--cluster-name', 'c1', '--region', 'us-west-2', '--bind-hosts', '127.0.0.1', '--port', String(port), '--probe-port', '0', '--metrics-port', '0'], { AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret' });
   t.equal(result.code, 1);
   t.match(result.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`));
 });

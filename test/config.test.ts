@@ -129,8 +129,8 @@ t.test('Go-style durations', async (t) => {
 
 t.test('initialize flags: defaults, and every bad flag named at once', async (t) => {
   const { parseInitializeArgs } = await import('../src/config/index.ts');
-  t.same(parseInitializeArgs([]).config, { ipv6: true, linkType: 'auto', redirectPort: undefined, watch: false, logLevel: 'info' });
-  t.same(parseInitializeArgs(['--no-ipv6', '--link-type', 'veth', '--redirect-port', '2704', '--watch']).config, { ipv6: false, linkType: 'veth', redirectPort: 2704, watch: true, logLevel: 'info' });
+  t.same(parseInitializeArgs([]).config, { ipv6: true, linkType: 'auto', redirectPort: undefined, procSys: '/proc/sys', watch: false, logLevel: 'info' });
+  t.same(parseInitializeArgs(['--no-ipv6', '--link-type', 'veth', '--redirect-port', '2704', '--watch']).config, { ipv6: false, linkType: 'veth', redirectPort: 2704, procSys: '/proc/sys', watch: true, logLevel: 'info' });
   t.ok(Object.isFrozen(parseInitializeArgs([]).config));
   t.equal(parseInitializeArgs(['-h']).help, true);
   try {

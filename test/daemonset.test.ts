@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { parseAllDocuments } from 'yaml';
@@ -70,7 +72,11 @@ function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { 
   t.equal(pod.hostNetwork, true, 'hostNetwork');
   t.equal(pod.priorityClassName, 'system-node-critical');
   t.same(pod.tolerations, [{ operator: 'Exists' }], 'tolerates everything');
-  t.same(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '10%' } });
+  // Surge: the new agent starts beside the old one on the same ports; the old one goes once the new one is ready.
+  t.same(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } }, 'surge rollout');
+  for (const container of [...pod.initContainers, ...pod.containers]) {
+    t.equal(container.ports, undefined, `${container.name}: no containerPort (on the host network each is a host port, and the surge pod would not be scheduled)`);
+  }
   t.equal(pod.securityContext.seccompProfile.type, 'RuntimeDefault');
   t.ok(objects.some((o) => o.kind === 'ServiceAccount' && o.metadata.name === pod.serviceAccountName), 'its own ServiceAccount');
   const role = objects.find((o) => o.kind === 'ClusterRole') as Json;
@@ -112,9 +118,6 @@ function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { 
   t.ok((security.capabilities.add ?? []).every((cap: string) => cap === 'NET_BIND_SERVICE'), 'agent: nothing beyond NET_BIND_SERVICE');
   t.equal(security.seccompProfile.type, 'RuntimeDefault');
   t.match(agent.resources, { requests: { cpu: String, memory: String }, limits: { memory: String } });
-  for (const [probe, path] of [['livenessProbe', '/healthz'], ['readinessProbe', '/readyz']] as const) {
-    t.match(agent[probe].httpGet, { host: '127.0.0.1', path, port: 2703 }, `${probe} on the probe port`);
-  }
 
   // Cluster name, region and port come from the one ConfigMap, and the rendered args parse.
   for (const container of [init, agent]) t.same(container.envFrom[0], { configMapRef: { name: configMap.metadata.name } });
@@ -133,6 +136,21 @@ function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { 
   const watching = parseInitializeArgs(expand(watcher.args, env).slice(1)).config;
   t.equal(watcher.args[0], 'initialize');
   t.same(watching, { ...initialize, watch: true }, 'node-setup watches over exactly the set-up initialize makes');
+  // Each pod's probes reach its own agent: an exec probe reading the file this agent writes in this pod's emptyDir.
+  const probeFile = server?.probeFile ?? '';
+  const probeVolume = pod.volumes.find((v: Json) => v.name === agent.volumeMounts.find((m: Json) => probeFile.startsWith(`${m.mountPath}/`))?.name) as Json | undefined;
+  t.ok(probeVolume?.emptyDir, `--probe-file (${probeFile}) is in an emptyDir of this pod`);
+  for (const probe of ['livenessProbe', 'readinessProbe'] as const) {
+    t.equal(agent[probe].httpGet, undefined, `${probe}: not on the shared probe port`);
+    t.equal(agent[probe].exec.command[0], 'bash');
+    t.ok(agent[probe].exec.command[2].includes(probeFile), `${probe} reads --probe-file`);
+  }
+  // net.ipv4.tcp_migrate_req through the host's /proc/sys/net, mounted where --proc-sys says.
+  for (const container of [init, watcher]) {
+    const procSys = parseInitializeArgs(expand(container.args, env).slice(1)).config?.procSys ?? '';
+    const mount = container.volumeMounts?.find((m: Json) => m.mountPath === `${procSys}/net`) as Json | undefined;
+    t.match(pod.volumes.find((v: Json) => v.name === mount?.name), { hostPath: { path: '/proc/sys/net', type: 'Directory' } }, `${container.name}: --proc-sys is the host's`);
+  }
   t.equal(server?.podPort, 80, 'readiness checks the path pods use: port 80 of each bind host, through the redirect');
   t.ok(pod.terminationGracePeriodSeconds * 1000 > (server?.shutdownTimeoutMs ?? Infinity), 'the agent\'s shutdown deadline ends inside the grace period');
 
@@ -201,4 +219,24 @@ t.test('overlay: self-managed clusters (STS upstream, associations ConfigMap)', 
   const binding = objects.find((o) => o.kind === 'RoleBinding') as Json;
   t.match(binding, { metadata: { namespace: ref?.namespace }, roleRef: { kind: 'Role', name: role.metadata.name }, subjects: [{ kind: 'ServiceAccount', name: ds.spec.template.spec.serviceAccountName, namespace: ds.metadata.namespace }] });
   t.same(agent.envFrom[1], { secretRef: { name: 'pod-identity-agent-aws-credentials', optional: true } }, 'the agent\'s own AWS keys where there is no instance profile');
+});
+
+t.test('the exec probes: bash builtins on the probe file\'s first line, stale after 30 s', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
+  const { agent, env } = checkDaemonSet(t, await render('daemonset'));
+  const probeFile = parseServerArgs(expand(agent.args, env).slice(1), { ...env, NODE_NAME: 'node-a' }).config?.probeFile ?? '';
+  const dir = await mkdtemp(join(tmpdir(), 'probe-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'probe');
+  const now = Math.floor(Date.now() / 1000);
+  const passes = async (probe: 'livenessProbe' | 'readinessProbe', line: string | undefined): Promise<boolean> => {
+    if (line === undefined) await rm(file, { force: true });
+    else await writeFile(file, `${line}\n{"ready":false}\n`);
+    const [shell, flag, script] = agent[probe].exec.command as [string, string, string];
+    return run(shell, [flag, script.replaceAll(probeFile, file)]).then(() => true, () => false);
+  };
+  t.same(await Promise.all([passes('livenessProbe', `1 1 ${now}`), passes('readinessProbe', `1 1 ${now}`)]), [true, true], 'live and ready');
+  t.same([await passes('livenessProbe', `1 0 ${now}`), await passes('readinessProbe', `1 0 ${now}`)], [true, false], 'live, not ready');
+  t.same([await passes('livenessProbe', `0 0 ${now}`), await passes('readinessProbe', `0 1 ${now}`)], [false, true], 'not live');
+  t.same([await passes('livenessProbe', `1 1 ${now - 60}`), await passes('readinessProbe', `1 1 ${now - 60}`)], [false, false], 'stale: a hung agent');
+  t.same([await passes('livenessProbe', undefined), await passes('readinessProbe', undefined)], [false, false], 'no file yet');
 });

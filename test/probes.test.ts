@@ -11,6 +11,7 @@ import { createProbeHandler } from '../src/server/probe-handler.ts';
 import { startServerProcess } from './helpers/cli-process.ts';
 import { PATIENT_RETRY, SELF_CHECK_ID, sendRequest, startHarness, startTestCluster } from './helpers/harness.ts';
 import { type Gate, gate, refusingPort, silentServer } from './helpers/local-servers.ts';
+import { eventually } from './helpers/eventually.ts';
 import { createLogAudit } from './helpers/log-audit.ts';
 
 const probe = (port: number, path: string) => sendRequest(port, { path, host: '127.0.0.1' });
@@ -115,23 +116,34 @@ t.test('the agent\'s own readiness checks are not pod requests: no log line, no 
   t.equal((await h.send({ path: '/', authorization: undefined })).status, 404, 'a pod\'s request to / is still an ordinary 404');
 });
 
-t.test('node credentials that cannot be resolved make /readyz fail, saying why', async (t) => {
+t.test('node credentials that cannot be resolved: nothing bound for pods, /readyz says why', async (t) => {
   const cluster = await startTestCluster();
   t.teardown(() => cluster.close());
   const config = parseServerArgs(['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0'], {}).config!;
+  let attempts = 0;
+  const audit = createLogAudit();
   const agent = buildAgent(config, {
-    logger: createLogger({ level: 'info', destination: createLogAudit().sink }),
+    logger: createLogger({ level: 'info', destination: audit.sink }),
     kubernetes: null,
     credentialProvider: async () => {
+      attempts++;
       throw new Error('Could not load credentials from any providers');
     },
   });
-  const addresses = await agent.listen();
-  t.teardown(() => agent.close());
-  const ready = await probe(addresses.probe.port, '/readyz');
-  t.equal(ready.status, 503);
-  t.match(ready.json, { ready: false, checks: { listeners: [{ ok: true }], nodeCredentials: { ok: false, error: /Could not load credentials from any providers/ } } });
-  t.equal((await probe(addresses.probe.port, '/healthz')).status, 200, 'alive all the same');
+  // listen() waits for the credentials, retrying, and so never resolves here: the probes answer meanwhile.
+  const listening = agent.listen();
+  const stopped = listening.then(() => 'bound', (error: Error) => error.name);
+  // The probe port, from the line logged once probes and metrics are bound, before the wait.
+  await eventually(() => audit.lines.some((line) => line.msg === 'probes and metrics bound; the credential listeners follow once node credentials resolve'), 'the probes bound');
+  const bound = audit.lines.find((line) => line.msg === 'probes and metrics bound; the credential listeners follow once node credentials resolve');
+  const probePort = Number(String(bound?.probe).split(':')[1]);
+  const ready = await probe(probePort, '/readyz');
+  t.equal(ready?.status, 503);
+  t.match(ready?.json, { ready: false, checks: { listeners: [], nodeCredentials: { ok: false, error: /Could not load credentials from any providers/ } } });
+  t.equal((await probe(probePort, '/healthz')).status, 200, 'alive all the same');
+  t.ok(attempts >= 1, 'the chain is tried, and retried');
+  await agent.close();
+  t.equal(await stopped, 'AbortError', 'shutdown ends the wait');
 });
 
 t.test('probes ignore an HTTP proxy from the environment', async (t) => {

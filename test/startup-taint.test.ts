@@ -83,6 +83,8 @@ async function startNode(t: Test, options: NodeOptions = {}): Promise<Node> {
   audit.secrets.add(NODE_CREDENTIALS.secretAccessKey);
   let available = options.credentials ?? true;
   let reads = 0;
+  // Without node credentials listen() does not resolve (nothing is bound for pods until they do),
+  // while probes and metrics already answer: their ports come from the line logged once they are bound.
   const { config } = parseServerArgs(
     ['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '-v', 'debug', '--node-name', NODE, '--state-dir', stateDir, '--startup-taint', KEY, ...(options.args ?? [])],
     {},
@@ -98,7 +100,18 @@ async function startNode(t: Test, options: NodeOptions = {}): Promise<Node> {
     selfCheckId: SELF_CHECK_ID,
     startupTaint: { readyPollMs: 20, retryBaseMs: 20 },
   });
-  const addresses = await agent.listen();
+  const listening = agent.listen();
+  listening.catch(() => undefined);
+  const boundLine = 'probes and metrics bound; the credential listeners follow once node credentials resolve';
+  const portOf = (where: unknown) => Number(String(where).split(':').at(-1));
+  let addresses: AgentAddresses;
+  if (options.credentials === false) {
+    await eventually(() => audit.lines.some((line) => line.msg === boundLine) && reads >= 1, 'the agent bound its probes and waiting for node credentials');
+    const bound = audit.lines.find((line) => line.msg === boundLine);
+    addresses = { credentials: [], probe: { address: '127.0.0.1', family: 'IPv4', port: portOf(bound?.probe) }, metrics: { address: '127.0.0.1', family: 'IPv4', port: portOf(bound?.metrics) } };
+  } else {
+    addresses = await listening;
+  }
   t.teardown(async () => {
     await agent.close();
     audit.assertClean();

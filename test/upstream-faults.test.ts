@@ -3,7 +3,7 @@ import t from 'tap';
 import { DEFAULT_RETRY_POLICY } from '../src/upstream/retry.ts';
 import { fakeClock } from './helpers/clock.ts';
 import { eventually } from './helpers/eventually.ts';
-import { PATIENT_RETRY, startHarness } from './helpers/harness.ts';
+import { NODE_CREDENTIALS, PATIENT_RETRY, startHarness } from './helpers/harness.ts';
 import { refusingPort } from './helpers/local-servers.ts';
 
 t.test('latency past the per-attempt timeout: the slow attempt is cut and retried, inside the SDK\'s 1 s', async (t) => {
@@ -127,10 +127,14 @@ t.test('node credentials that cannot be resolved: 503 NodeCredentialsUnavailable
     logger: createLogger({ level: 'info', destination: audit.sink }),
     kubernetes: null,
     credentialProvider: async () => {
-      throw new Error('no instance profile');
+      if (lost) throw new Error('no instance profile');
+      return NODE_CREDENTIALS;
     },
   });
+  // They resolve at start (nothing is bound for pods before they do), and are lost afterwards.
+  let lost = false;
   const addresses = await agent.listen();
+  lost = true;
   t.teardown(() => agent.close());
   const reply = await sendRequest(addresses.credentials[0]!.port, { authorization: await h.token() });
   t.equal(reply.status, 503);

@@ -8,6 +8,8 @@ export interface InitializeConfig {
   readonly ipv6: boolean;
   readonly linkType: LinkType;
   readonly redirectPort: number | undefined;
+  /** --proc-sys: where net.ipv4.tcp_migrate_req is set. */
+  readonly procSys: string;
   /** Stay running, putting back what other programs remove, until SIGTERM. */
   readonly watch: boolean;
   readonly logLevel: LogLevel;
@@ -28,6 +30,12 @@ export const INITIALIZE_FLAGS = {
     value: 'N',
     help: 'redirect TCP port 80 of the addresses to N (nftables), for an agent that runs unprivileged on port N',
     parse: parseRedirectPort,
+  },
+  'proc-sys': {
+    type: 'string',
+    value: 'DIR',
+    default: '/proc/sys',
+    help: 'the host network\'s sysctls, where net.ipv4.tcp_migrate_req is set to 1 (a container\'s /proc/sys is read-only: the DaemonSet mounts the host\'s)',
   },
   watch: {
     type: 'boolean',
@@ -53,9 +61,10 @@ export function parseInitializeArgs(argv: readonly string[]): { help: boolean; c
   const linkType = check(() => readFlag(INITIALIZE_FLAGS, 'link-type', values['link-type']));
   const redirectPort = check(() => readFlag(INITIALIZE_FLAGS, 'redirect-port', values['redirect-port']));
   const logLevel = check(() => readFlag(INITIALIZE_FLAGS, 'verbosity', values.verbosity));
+  const procSys = check(() => readFlag(INITIALIZE_FLAGS, 'proc-sys', values['proc-sys']));
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     help: false,
-    config: Object.freeze({ ipv6: values['no-ipv6'] !== true, linkType: linkType!, redirectPort, watch: values.watch === true, logLevel: logLevel! }),
+    config: Object.freeze({ ipv6: values['no-ipv6'] !== true, linkType: linkType!, redirectPort, procSys: procSys!, watch: values.watch === true, logLevel: logLevel! }),
   };
 }

@@ -22,6 +22,8 @@ export interface Config extends TrustSettings {
   /** Where pods connect (80 behind the node's redirect); undefined: the port bound. Readiness checks the path from there. */
   readonly podPort: number | undefined;
   readonly probePort: number;
+  /** --probe-file: where liveness and readiness are written for an exec probe; undefined: off. */
+  readonly probeFile: string | undefined;
   readonly metricsAddress: string;
   readonly metricsPort: number;
   /** False with --no-metrics: no metrics listener at all. */
@@ -88,6 +90,8 @@ function buildConfig(values: ServerValues, env: NodeJS.ProcessEnv): Config {
   const port = read('port');
   const podPort = read('pod-port');
   const probePort = read('probe-port');
+  const probeFile = values['probe-file'];
+  if (probeFile === '') problems.push('--probe-file is empty');
   const metricsAddress = read('metrics-address');
   const metricsPort = read('metrics-port');
   const retention = read('max-credential-retention-before-renewal');
@@ -125,6 +129,7 @@ function buildConfig(values: ServerValues, env: NodeJS.ProcessEnv): Config {
     port: port!,
     podPort,
     probePort: probePort!,
+    probeFile,
     metricsAddress: metricsAddress!,
     metricsPort: metricsPort!,
     metrics: values['no-metrics'] !== true,

@@ -79,6 +79,11 @@ export const SERVER_FLAGS = {
     parse: parseBindHosts,
   },
   'probe-port': { type: 'string', value: 'N', default: '2703', help: '/healthz and /readyz on localhost', parse: parsePort },
+  'probe-file': {
+    type: 'string',
+    value: 'PATH',
+    help: 'write liveness and readiness here every 5 s, for a per-pod exec probe that the other agent of a surge rollout cannot answer (the DaemonSet: /run/pod-identity-agent/probe)',
+  },
   'metrics-address': { type: 'string', value: 'ADDR', default: '0.0.0.0', help: 'metrics listen address', parse: parseAddress },
   'metrics-port': { type: 'string', value: 'N', default: '2705', help: '/metrics port', parse: parsePort },
   'no-metrics': { type: 'boolean', help: 'serve no metrics at all' },

@@ -1,5 +1,6 @@
 import { CommandError, ipJson, run } from './command.ts';
 import { type RedirectTarget, ensureRedirect } from './port-redirect.ts';
+import { MIGRATE_REQ, ensureMigrateReq } from './sysctl.ts';
 
 export const LINK_NAME = 'pod-id-link0';
 export const IPV4_ADDRESS = '169.254.170.23';
@@ -12,6 +13,8 @@ export interface InitializeOptions {
   readonly linkType: LinkType;
   /** When set, TCP to the addresses' port 80 is redirected to this port (see port-redirect.ts). */
   readonly redirectPort: number | undefined;
+  /** Where the host network's sysctls are written (/proc/sys, or the host's mounted elsewhere); undefined: left alone. */
+  readonly procSys?: string | undefined;
   readonly log: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -68,6 +71,15 @@ export async function applySetup(options: InitializeOptions, onChange: (change: 
   if (options.redirectPort !== undefined && (await ensureRedirect(targets, options.redirectPort))) {
     changed(`redirect TCP port 80 of ${targets.map((t) => t.address).join(', ')} to port ${options.redirectPort}`);
   }
+  if (options.procSys !== undefined) {
+    const migrate = await ensureMigrateReq(options.procSys);
+    if (migrate === 'set') changed(`set ${MIGRATE_REQ.replaceAll('/', '.')} = 1`);
+    else if (migrate !== 'unchanged') {
+      const warning = `connections queued at an agent that stops may be reset rather than handed to its successor: ${migrate.unavailable}`;
+      warnings.push(warning);
+      options.log('warn', warning);
+    }
+  }
   return { changes, warnings };
 }
 
@@ -122,13 +134,25 @@ async function ensureAddress(link: Link, family: 'inet' | 'inet6', cidr: string,
   const [address, prefix] = cidr.split('/') as [string, string];
   if ((link.addr_info ?? []).some((info) => info.family === family && info.local === address && info.prefixlen === Number(prefix))) return;
   // nodad: the address is ours alone on this link; waiting for duplicate detection only delays the agent.
-  await run('ip', [family === 'inet' ? '-4' : '-6', 'addr', 'add', cidr, 'dev', LINK_NAME, ...(family === 'inet6' ? ['nodad'] : [])]);
-  changed(`added ${cidr} to ${LINK_NAME}`);
+  if (await added(['ip', [family === 'inet' ? '-4' : '-6', 'addr', 'add', cidr, 'dev', LINK_NAME, ...(family === 'inet6' ? ['nodad'] : [])]])) changed(`added ${cidr} to ${LINK_NAME}`);
 }
 
 async function ensureRoute(family: '-4' | '-6', cidr: string, changed: (change: string) => void): Promise<void> {
   const routes = await ipJson<{ dst: string }[]>([family, 'route', 'show', 'exact', cidr, 'dev', LINK_NAME]);
   if (routes.length > 0) return;
-  await run('ip', [family, 'route', 'add', cidr, 'dev', LINK_NAME]);
-  changed(`added route ${cidr} dev ${LINK_NAME}`);
+  if (await added(['ip', [family, 'route', 'add', cidr, 'dev', LINK_NAME]])) changed(`added route ${cidr} dev ${LINK_NAME}`);
+}
+
+/**
+ * Adds, and says whether this run did. During a surge rollout the new pod's `initialize` and the old
+ * pod's watcher may repair the same address or route at once: "File exists" is the other one's success.
+ */
+async function added([tool, args]: [string, string[]]): Promise<boolean> {
+  try {
+    await run(tool, args);
+    return true;
+  } catch (error) {
+    if (error instanceof CommandError && /file exists/i.test(error.stderr)) return false;
+    throw error;
+  }
 }

@@ -51,11 +51,19 @@ function clientErrorAnswer(code: string | undefined): { code: AgentErrorCode; me
   return { code: 'BadRequest', message: 'the request is not valid HTTP/1.1' };
 }
 
+/**
+ * How every listener binds. reusePort (SO_REUSEPORT): a new agent binds beside the old one during a
+ * surge rollout, the kernel spreads new connections over both, and with net.ipv4.tcp_migrate_req
+ * (set by `initialize`) the old one's queued connections move to the new one when it closes. Linux
+ * shares the port only between sockets of the same effective uid. exclusive: no cluster sharing.
+ */
+export const LISTEN_OPTIONS = Object.freeze({ reusePort: true, exclusive: true });
+
 export function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     const onError = (error: Error) => reject(error);
     server.once('error', onError);
-    server.listen({ host, port, exclusive: true }, () => {
+    server.listen({ host, port, ...LISTEN_OPTIONS }, () => {
       server.off('error', onError);
       resolve(server.address() as AddressInfo);
     });
@@ -68,6 +76,9 @@ export function listen(server: Server, host: string, port: number): Promise<Addr
  */
 export function closeServer(server: Server, deadlineMs: number): Promise<void> {
   if (!server.listening) return Promise.resolve();
+  // Every answer from now on tells a keep-alive client not to reuse the connection: it opens a new
+  // one (to the other agent, in a surge) rather than racing the idle sweep below.
+  server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => res.setHeader('connection', 'close'));
   return new Promise((resolve) => {
     // A keep-alive connection becomes idle when its last response is written; close it then.
     const sweeper = setInterval(() => server.closeIdleConnections(), 50);

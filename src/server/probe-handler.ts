@@ -42,9 +42,8 @@ export function createProbeHandler(options: ProbeOptions): RequestHandler {
   return (req, res) => {
     const path = req.url?.split('?')[0];
     if (path === '/healthz') {
-      const delay = options.eventLoop.sample();
-      const healthy = delay.p99Ms < UNRESPONSIVE_DELAY_MS;
-      sendReport(res, healthy ? 200 : 503, { status: healthy ? 'ok' : 'unresponsive', eventLoopDelayMs: delay });
+      const report = health(options.eventLoop);
+      sendReport(res, report.healthy ? 200 : 503, { status: report.status, eventLoopDelayMs: report.eventLoopDelayMs });
       return;
     }
     if (path !== '/readyz') {
@@ -55,7 +54,27 @@ export function createProbeHandler(options: ProbeOptions): RequestHandler {
   };
 }
 
-async function readiness(options: ProbeOptions, timeoutMs: number) {
+export interface HealthReport {
+  readonly healthy: boolean;
+  readonly status: 'ok' | 'unresponsive';
+  readonly eventLoopDelayMs: ReturnType<EventLoopMonitor['sample']>;
+}
+
+/** What `/healthz` answers: the event loop's p99 delay since the last sample. */
+export function health(eventLoop: EventLoopMonitor): HealthReport {
+  const delay = eventLoop.sample();
+  const healthy = delay.p99Ms < UNRESPONSIVE_DELAY_MS;
+  return { healthy, status: healthy ? 'ok' : 'unresponsive', eventLoopDelayMs: delay };
+}
+
+export interface ReadinessReport {
+  readonly ready: boolean;
+  readonly draining: boolean;
+  readonly checks: Record<string, unknown>;
+}
+
+/** What `/readyz` answers, for the probe file and the startup taint too. */
+export async function readiness(options: ProbeOptions, timeoutMs = options.timeoutMs ?? 800): Promise<ReadinessReport> {
   const listeners = options.listeners();
   const [credentials, ...listenerChecks] = await Promise.all([
     withTimeout(checkCredentials(options.nodeCredentials), timeoutMs),
@@ -82,11 +101,28 @@ async function checkCredentials(nodeCredentials: NodeCredentials): Promise<Check
 }
 
 /**
+ * During a surge rollout two agents share the port and the kernel spreads new connections over
+ * both: an answer from another agent (it echoes no value, or its own) is tried again on a new
+ * connection, so a sibling is not taken for a hijack. Both agents on one path: 8 misses in a row
+ * happen once in 256 checks; a real impostor answers all 8, each a loopback round trip.
+ */
+const PATH_ATTEMPTS = 8;
+
+async function checkPodPath(address: AddressInfo, options: ProbeOptions): Promise<CheckResult> {
+  let result: CheckResult & { answered?: boolean } = { ok: false };
+  for (let attempt = 0; attempt < PATH_ATTEMPTS; attempt++) {
+    result = await checkPodPathOnce(address, options);
+    if (result.ok || result.answered !== true) break;
+  }
+  return result.error === undefined ? { ok: result.ok } : { ok: result.ok, error: result.error };
+}
+
+/**
  * A request where a pod sends one (the bind host, on the pod port), never through a proxy from the
  * environment (agent: false). Only this agent echoes the self-check value: anything else that
  * answers there (a hostPort workload, a rule that won over the redirect) is a hijacked path.
  */
-function checkPodPath(address: AddressInfo, options: ProbeOptions): Promise<CheckResult> {
+function checkPodPathOnce(address: AddressInfo, options: ProbeOptions): Promise<CheckResult & { answered?: boolean }> {
   const port = options.podPort ?? address.port;
   const where = `${formatHost(address)}:${port}`;
   return new Promise((resolve) => {
@@ -94,7 +130,7 @@ function checkPodPath(address: AddressInfo, options: ProbeOptions): Promise<Chec
     const req = request({ host: address.address, port, path: '/', method: 'GET', agent: false, headers }, (res) => {
       res.resume();
       if (res.headers[SELF_CHECK_HEADER] === options.selfCheckId) resolve({ ok: true });
-      else resolve({ ok: false, error: `${where} is answered by something other than this agent (HTTP ${res.statusCode})` });
+      else resolve({ ok: false, answered: true, error: `${where} is answered by something other than this agent (HTTP ${res.statusCode})` });
     });
     req.on('error', (error) => {
       const hint = port === address.port ? '' : `: is the node's redirect to port ${address.port} in place?`;

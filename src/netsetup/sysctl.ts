@@ -1,0 +1,29 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/** Relative to the proc sysctl root: per network namespace, so the host network's own (kernel 5.14+). */
+export const MIGRATE_REQ = 'net/ipv4/tcp_migrate_req';
+
+export type MigrateOutcome = 'unchanged' | 'set' | { readonly unavailable: string };
+
+/**
+ * net.ipv4.tcp_migrate_req = 1: when a SO_REUSEPORT listener closes, the connections in its accept
+ * queue (and its half-open requests) move to another listener of the same group instead of being
+ * reset. During a surge rollout that is the old agent handing its queue to the new one (README,
+ * "Upgrades"). Every reuseport group in the host network gets the same; without another listener in
+ * the group nothing changes. Written only when it is not 1 already. A kernel without it, or a
+ * read-only root, is reported, not thrown: the agent still serves, and a handover may reset the few
+ * connections queued at that instant.
+ */
+export async function ensureMigrateReq(procSys: string): Promise<MigrateOutcome> {
+  const path = join(procSys, MIGRATE_REQ);
+  try {
+    if ((await readFile(path, 'utf8')).trim() === '1') return 'unchanged';
+    await writeFile(path, '1\n');
+    return 'set';
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'this kernel has no tcp_migrate_req (5.14+)' : `${path}: ${code ?? (error as Error).message}`;
+    return { unavailable: why };
+  }
+}
