@@ -1,13 +1,13 @@
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { buildAgent } from '../src/agent.ts';
 import { parseServerArgs } from '../src/config/index.ts';
 import { monitorEventLoop } from '../src/observability/event-loop.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { createHttpServer, listen } from '../src/server/http-server.ts';
-import { createProbeHandler } from '../src/server/probe-handler.ts';
+import { type ProbeOptions, createProbeHandler } from '../src/server/probe-handler.ts';
 import { startServerProcess } from './helpers/cli-process.ts';
 import { PATIENT_RETRY, SELF_CHECK_ID, sendRequest, startHarness, startTestCluster } from './helpers/harness.ts';
 import { type Gate, gate, refusingPort, silentServer } from './helpers/local-servers.ts';
@@ -18,6 +18,18 @@ const probe = (port: number, path: string) => sendRequest(port, { path, host: '1
 /** For probe handlers built here whose time limit is not what a test is about: no stall of a loaded machine reaches it. */
 const UNHURRIED_MS = 30_000;
 const NODE_KEYS = async () => ({ accessKeyId: 'a', secretAccessKey: 'b' });
+
+/** A probe handler of its own (healthy node keys, not draining) on a port of its own, closed with the test. */
+async function standaloneProbes(t: Test, options: Pick<ProbeOptions, 'listeners'> & Partial<ProbeOptions>): Promise<number> {
+  const eventLoop = monitorEventLoop();
+  const server = createHttpServer(createProbeHandler({ podPort: undefined, selfCheckId: SELF_CHECK_ID, nodeCredentials: NODE_KEYS, eventLoop, draining: () => false, ...options }));
+  const { port } = await listen(server, '127.0.0.1', 0);
+  t.teardown(() => {
+    server.close();
+    eventLoop.close();
+  });
+  return port;
+}
 
 t.test('healthy: /healthz reports the event loop, /readyz every check', async (t) => {
   const h = await startHarness(t);
@@ -34,14 +46,7 @@ t.test('a listener that refuses connections makes /readyz fail, naming it', asyn
   const h = await startHarness(t);
   const good = h.addresses.credentials[0] as AddressInfo;
   const dead: AddressInfo = { address: '127.0.0.1', family: 'IPv4', port: (await refusingPort(t)).port };
-  const eventLoop = monitorEventLoop();
-  const server = createHttpServer(createProbeHandler({ listeners: () => [good, dead], podPort: undefined, selfCheckId: SELF_CHECK_ID, nodeCredentials: NODE_KEYS, eventLoop, draining: () => false, timeoutMs: UNHURRIED_MS }));
-  const address = await listen(server, '127.0.0.1', 0);
-  t.teardown(() => {
-    server.close();
-    eventLoop.close();
-  });
-  const ready = await probe(address.port, '/readyz');
+  const ready = await probe(await standaloneProbes(t, { listeners: () => [good, dead], timeoutMs: UNHURRIED_MS }), '/readyz');
   t.equal(ready.status, 503);
   // The refusal itself is the answer, at once: not a check left to run into its time limit.
   t.match(ready.json, { ready: false, checks: { listeners: [{ ok: true }, { address: `127.0.0.1:${dead.port}`, ok: false, error: /ECONNREFUSED/ }] } });
@@ -49,15 +54,8 @@ t.test('a listener that refuses connections makes /readyz fail, naming it', asyn
 
 t.test('a listener that accepts and never answers: each check has its own limit, so /readyz answers inside the kubelet\'s 1 s', async (t) => {
   const silent = await silentServer(t);
-  const eventLoop = monitorEventLoop();
   const listener: AddressInfo = { address: '127.0.0.1', family: 'IPv4', port: silent.port };
-  const server = createHttpServer(createProbeHandler({ listeners: () => [listener], podPort: undefined, selfCheckId: SELF_CHECK_ID, nodeCredentials: NODE_KEYS, eventLoop, draining: () => false }));
-  const address = await listen(server, '127.0.0.1', 0);
-  t.teardown(() => {
-    server.close();
-    eventLoop.close();
-  });
-  const ready = await probe(address.port, '/readyz');
+  const ready = await probe(await standaloneProbes(t, { listeners: () => [listener] }), '/readyz');
   t.equal(ready.status, 503);
   // The limit the handler gave the check (its default), not how long this machine took to get there.
   t.match(ready.json, { ready: false, checks: { listeners: [{ address: `127.0.0.1:${silent.port}`, ok: false, error: 'no answer within 800 ms' }] } });
@@ -71,21 +69,10 @@ t.test('readiness checks the pods\' path and tells this agent from an impostor t
   impostor.listen(0, '127.0.0.1');
   await once(impostor, 'listening');
   const impostorPort = (impostor.address() as AddressInfo).port;
-  const eventLoop = monitorEventLoop();
   const seen: [string, boolean][] = [];
-  const probeOn = async (podPort: number | undefined, selfCheckId: string) => {
-    const server = createHttpServer(createProbeHandler({ listeners: () => [listener], podPort, selfCheckId, onPathChecked: (address, ok) => seen.push([address, ok]), nodeCredentials: NODE_KEYS, eventLoop, draining: () => false, timeoutMs: UNHURRIED_MS }));
-    const { port } = await listen(server, '127.0.0.1', 0);
-    try {
-      return await probe(port, '/readyz');
-    } finally {
-      server.close();
-    }
-  };
-  t.teardown(() => {
-    impostor.close();
-    eventLoop.close();
-  });
+  const probeOn = async (podPort: number | undefined, selfCheckId: string) =>
+    probe(await standaloneProbes(t, { listeners: () => [listener], podPort, selfCheckId, onPathChecked: (address, ok) => seen.push([address, ok]), timeoutMs: UNHURRIED_MS }), '/readyz');
+  t.teardown(() => impostor.close());
 
   const hijacked = await probeOn(impostorPort, SELF_CHECK_ID);
   t.equal(hijacked.status, 503);
