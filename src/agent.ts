@@ -114,6 +114,9 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
   const stopping = new AbortController();
   const metricsServer = createHttpServer(createMetricsHandler(metrics.registry));
   let closing: Promise<void> | undefined;
+  let starting: Promise<AgentAddresses> | undefined;
+  // A close() during start-up stops it at its next step, rather than letting it bind after the close.
+  const stillStarting = () => stopping.signal.throwIfAborted();
   let trust: Trust | undefined;
   let startupTaint: StartupTaintRemoval | undefined;
   let probeFile: ProbeFile | undefined;
@@ -124,21 +127,25 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     const kube = deps.kubernetes === undefined ? loadKubeConfig() : (deps.kubernetes ?? undefined);
     if (config.startupTaint !== undefined && kube === undefined) throw new Error('--startup-taint needs the Kubernetes API, and no configuration was found (in-cluster, KUBECONFIG, ~/.kube/config): this node would keep its taint and its pods would never be scheduled');
     trust = await setUpTrust({ settings: config, kube, logger, onPodDeleted: (uid) => cache.forgetPod(uid) });
+    stillStarting();
     await upstream.ready;
     if (associations !== undefined) {
       if (trust.verifier === undefined) throw new Error('--upstream sts needs tokens verified locally, and they cannot be here (see the warning above): refusing to hand out roles to unverified callers');
       await associations.start(kube?.kubeConfig);
     }
+    stillStarting();
     const resolveIdentity = createIdentityResolver({ clusterName: config.clusterName, verifier: trust.verifier, pods: trust.pods, now });
     // Probes and metrics first, so that /readyz says why while it waits. With a shared port, binding is taking
     // traffic: the credential listeners not before the node's credentials resolve.
     const probe = await listen(probeServer, '127.0.0.1', config.probePort);
     const metricsAddress = config.metrics ? await listen(metricsServer, config.metricsAddress, config.metricsPort) : undefined;
+    stillStarting();
     const where = { probe: `127.0.0.1:${probe.port}`, metrics: metricsAddress === undefined ? 'disabled' : `${config.metricsAddress}:${metricsAddress.port}` };
     logger.info(where, 'probes and metrics bound; the credential listeners follow once node credentials resolve');
     await untilResolved(credentials, logger, stopping.signal);
     const handler = createCredentialsHandler({ bindHosts: config.bindHosts, port: config.port, audience: config.audience, cache, record: requestLog.record, resolveIdentity, selfCheckId, now });
     ({ servers: credentialServers, addresses: bound } = await listenOnHosts(config.bindHosts, config.port, handler, logger));
+    stillStarting();
     cache.start();
     // In the background: serving never waits for the API server; the taint goes once /readyz says ready.
     if (config.startupTaint !== undefined && kube !== undefined && config.nodeName !== undefined) {
@@ -153,7 +160,8 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     metrics,
     async listen() {
       try {
-        return await start();
+        starting ??= start();
+        return await starting;
       } catch (error) {
         await this.close();
         throw error;
@@ -163,6 +171,8 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
       closing ??= (async () => {
         draining = true;
         stopping.abort();
+        // Whatever start-up made before it saw the abort (trust, listeners) is closed below.
+        await starting?.catch(() => undefined);
         cache.close();
         startupTaint?.close();
         await Promise.all([trust?.close(), associations?.close()]);

@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { type AgentError, type AgentErrorCode, ERROR_CATALOG, agentError } from './errors.ts';
 
@@ -73,15 +74,26 @@ export function sendError(res: ServerResponse, error: AgentError): void {
 }
 
 /**
- * The header /readyz sends along the pods' own path (port 80, through the node's redirect) and the
- * agent answers with the same value: proof that the answer came from this agent, not from whatever
- * else holds the address. The value is random per process, so nobody else can answer for it.
+ * The header of /readyz's check of the pods' own path (port 80, through the node's redirect): it
+ * carries a fresh nonce, and the agent answers with an HMAC of it under a key random per process.
+ * Whatever else holds the address (a hostPort workload, a proxy) sees the nonce but cannot make the
+ * answer, not even by echoing the header back; so an answer that verifies came from this agent.
  */
 export const SELF_CHECK_HEADER = 'x-pod-identity-agent-self-check';
 
-export function sendSelfCheck(res: ServerResponse, id: string): void {
-  res.writeHead(204, { [SELF_CHECK_HEADER]: id, 'cache-control': 'no-store' });
+/** Nonces longer than this are not answered: the check's own are 22 characters. */
+const MAX_NONCE_LENGTH = 64;
+
+export function selfCheckAnswer(key: string, nonce: string): string {
+  return createHmac('sha256', key).update(nonce).digest('base64url');
+}
+
+/** Answers a self-check, or returns false when the request carries none. */
+export function answerSelfCheck(res: ServerResponse, key: string, nonce: string | string[] | undefined): boolean {
+  if (typeof nonce !== 'string' || nonce.length > MAX_NONCE_LENGTH) return false;
+  res.writeHead(204, { [SELF_CHECK_HEADER]: selfCheckAnswer(key, nonce), 'cache-control': 'no-store' });
   res.end();
+  return true;
 }
 
 /** 404 for a path a side server does not serve. */

@@ -82,6 +82,15 @@ t.test('readiness checks the pods\' path and tells this agent from an impostor t
   const otherAgent = await probeOn(listener.port, 'another-process');
   t.equal(otherAgent.status, 503, 'another agent\'s answer is not this one\'s');
 
+  // An impostor that sends the self-check header straight back: it sees the nonce, not the answer.
+  const echo = createServer((req, res) => res.writeHead(204, { 'x-pod-identity-agent-self-check': req.headers['x-pod-identity-agent-self-check'] ?? '' }).end());
+  echo.listen(0, '127.0.0.1');
+  await once(echo, 'listening');
+  t.teardown(() => echo.close());
+  const echoed = await probeOn((echo.address() as AddressInfo).port, SELF_CHECK_ID);
+  t.equal(echoed.status, 503, 'an echoed challenge is not an answer');
+  t.match(echoed.json, { checks: { listeners: [{ ok: false, error: /is answered by something other than this agent \(HTTP 204\)/ }] } });
+
   const straight = await probeOn(listener.port, SELF_CHECK_ID);
   t.equal(straight.status, 200, straight.text);
   t.same(seen.at(-1), [`127.0.0.1:${listener.port}`, true]);

@@ -6,7 +6,7 @@ import { type RequestRecord, type RequestRecorder, newRequestRecord } from '../o
 import type { ProjectedToken } from '../token/projected-token.ts';
 import { createTokenChecker } from '../token/token-checker.ts';
 import { type ResolveIdentity, resolveUnverified } from '../trust/request-identity.ts';
-import { SELF_CHECK_HEADER, sendError, sendPrepared, sendSelfCheck } from '../wire.ts';
+import { SELF_CHECK_HEADER, answerSelfCheck, sendError, sendPrepared } from '../wire.ts';
 import { createHostCheck } from './host-check.ts';
 import type { RequestHandler } from './http-server.ts';
 
@@ -21,7 +21,7 @@ export interface CredentialsHandlerOptions {
   readonly record: RequestRecorder;
   /** Verification and pod binding; without it, tokens are keyed by themselves. */
   readonly resolveIdentity?: ResolveIdentity;
-  /** This process's answer to /readyz's check of the pods' path; such checks are not pod requests and are not recorded. */
+  /** The key of this process's answers to /readyz's check of the pods' path (wire.ts); such checks are not pod requests and are not recorded. */
   readonly selfCheckId?: string;
   readonly now?: () => number;
 }
@@ -95,10 +95,8 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
   // Whatever goes wrong inside one request ends as that request's 500, never as the process's crash.
   const { selfCheckId } = options;
   return (req, res) => {
-    if (selfCheckId !== undefined && req.headers[SELF_CHECK_HEADER] === selfCheckId) {
-      sendSelfCheck(res, selfCheckId);
-      return;
-    }
+    const nonce = req.headers[SELF_CHECK_HEADER];
+    if (nonce !== undefined && selfCheckId !== undefined && answerSelfCheck(res, selfCheckId, nonce)) return;
     const record = newRequestRecord();
     try {
       handle(req, res, record);

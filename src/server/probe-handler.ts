@@ -1,8 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { EventLoopMonitor } from '../observability/event-loop.ts';
 import type { NodeCredentials } from '../upstream/node-credentials.ts';
-import { SELF_CHECK_HEADER, sendNotFound, sendReport } from '../wire.ts';
+import { SELF_CHECK_HEADER, selfCheckAnswer, sendNotFound, sendReport } from '../wire.ts';
 import type { RequestHandler } from './http-server.ts';
 
 export interface ProbeOptions {
@@ -50,7 +51,10 @@ export function createProbeHandler(options: ProbeOptions): RequestHandler {
       sendNotFound(res, 'probes are /healthz and /readyz');
       return;
     }
-    void readiness(options, timeoutMs).then((report) => sendReport(res, report.ready ? 200 : 503, report));
+    readiness(options, timeoutMs).then(
+      (report) => sendReport(res, report.ready ? 200 : 503, report),
+      (error: unknown) => sendReport(res, 503, { ready: false, error: `readiness could not be checked: ${(error as Error).message}` }),
+    );
   };
 }
 
@@ -126,10 +130,11 @@ function checkPodPathOnce(address: AddressInfo, options: ProbeOptions): Promise<
   const port = options.podPort ?? address.port;
   const where = `${formatHost(address)}:${port}`;
   return new Promise((resolve) => {
-    const headers = { host: formatHost(address), [SELF_CHECK_HEADER]: options.selfCheckId };
+    const nonce = randomBytes(16).toString('base64url');
+    const headers = { host: formatHost(address), [SELF_CHECK_HEADER]: nonce };
     const req = request({ host: address.address, port, path: '/', method: 'GET', agent: false, headers }, (res) => {
       res.resume();
-      if (res.headers[SELF_CHECK_HEADER] === options.selfCheckId) resolve({ ok: true });
+      if (res.headers[SELF_CHECK_HEADER] === selfCheckAnswer(options.selfCheckId, nonce)) resolve({ ok: true });
       else resolve({ ok: false, answered: true, error: `${where} is answered by something other than this agent (HTTP ${res.statusCode})` });
     });
     req.on('error', (error) => {

@@ -41,9 +41,16 @@ export function createIdentityResolver(options: RequestIdentityOptions): Resolve
   const { verifier } = options;
   if (verifier === undefined) return resolveUnverified;
 
+  // The verdict memo hands out the same identity object for a token: its key is hashed once, not per request.
+  const keys = new WeakMap<VerifiedIdentity, string>();
+  const keyOf = (identity: VerifiedIdentity): string => {
+    let key = keys.get(identity);
+    if (key === undefined) keys.set(identity, (key = podKey(options.clusterName, identity)));
+    return key;
+  };
   const bound = (token: ProjectedToken, identity: VerifiedIdentity, remoteAddress: string | undefined): CacheRequest => {
     if (options.pods !== undefined) bindToPod(options.pods, identity, remoteAddress);
-    return { key: podKey(options.clusterName, identity), token: token.raw, tokenExpiresAt: token.expiresAt * 1000, identity, client: unmapped(remoteAddress) ?? 'unknown' };
+    return { key: keyOf(identity), token: token.raw, tokenExpiresAt: token.expiresAt * 1000, identity, client: unmapped(remoteAddress) ?? 'unknown' };
   };
   return (token, remoteAddress) => {
     const now = options.now();
