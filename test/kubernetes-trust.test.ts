@@ -1,12 +1,10 @@
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
 import t, { type Test } from 'tap';
 import type { EmulatedCluster } from './emulator/emulated-cluster.ts';
 import { type ProjectedTokenClaims, createTokenIssuer, tamperPayload } from './emulator/token-issuer.ts';
-import type { LoadedKubeConfig } from '../src/k8s/kube-config.ts';
-import { type FakeApiServer, type FakePod, startFakeApiServer } from './helpers/fake-apiserver.ts';
+import { type FakeApiServer, type FakePod, kubeConfigFor, startFakeApiServer } from './helpers/fake-apiserver.ts';
 import { type Harness, startHarness } from './helpers/harness.ts';
 import { eventually } from './helpers/eventually.ts';
 
@@ -18,14 +16,6 @@ interface Cluster {
   readonly stateDir: string;
 }
 
-async function kubeConfigFor(t: Test, api: FakeApiServer): Promise<LoadedKubeConfig> {
-  const dir = await mkdtemp(join(tmpdir(), 'pia-kube-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  await api.writeKubeconfig(join(dir, 'config'));
-  const kubeConfig = new KubeConfig();
-  kubeConfig.loadFromFile(join(dir, 'config'));
-  return { kubeConfig, source: 'KUBECONFIG' };
-}
 
 /** Emulator, fake API server trusting the emulator's token issuer, and an agent bound to node-a. */
 async function startCluster(t: Test, options: { args?: string[]; stateDir?: string; apiDown?: boolean; reviewToken?: Parameters<typeof startFakeApiServer>[0]['reviewToken'] } = {}): Promise<Cluster> {

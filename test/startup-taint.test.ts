@@ -4,14 +4,12 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
 import t, { type Test } from 'tap';
 import { type Agent, type AgentAddresses, buildAgent } from '../src/agent.ts';
 import { ConfigError, parseServerArgs } from '../src/config/index.ts';
-import type { LoadedKubeConfig } from '../src/k8s/kube-config.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { eventually } from './helpers/eventually.ts';
-import { type FakeApiServer, type FakeNode, type FakeTaint, startFakeApiServer } from './helpers/fake-apiserver.ts';
+import { type FakeApiServer, type FakeNode, type FakeTaint, kubeConfigFor, startFakeApiServer } from './helpers/fake-apiserver.ts';
 import { NODE_CREDENTIALS, SELF_CHECK_ID, sendRequest, startTestCluster } from './helpers/harness.ts';
 import { type LogAudit, createLogAudit } from './helpers/log-audit.ts';
 
@@ -60,14 +58,6 @@ interface NodeOptions {
   readonly apiDown?: boolean;
 }
 
-async function kubeConfigFor(t: Test, api: FakeApiServer): Promise<LoadedKubeConfig> {
-  const dir = await mkdtemp(join(tmpdir(), 'pia-taint-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  await api.writeKubeconfig(join(dir, 'config'));
-  const kubeConfig = new KubeConfig();
-  kubeConfig.loadFromFile(join(dir, 'config'));
-  return { kubeConfig, source: 'KUBECONFIG' };
-}
 
 /** A new node: its Node object in the fake API server, the EKS Auth emulator, and its agent, started. */
 async function startNode(t: Test, options: NodeOptions = {}): Promise<Node> {

@@ -7,10 +7,15 @@
 // Node reads and writes with their optimistic concurrency);
 // list/watch semantics live in list-watch.ts, object shapes in api-objects.ts.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
+import type { Test } from 'tap';
+import type { LoadedKubeConfig } from '../../src/k8s/kube-config.ts';
 import { ApiFailure, CONFIG_MAPS, type FakeNode, type FakePod, NODES, PODS, type TokenVerdict, applyPatch, configMapKey, statusBody, tokenReviewStatus } from './api-objects.ts';
 import { type AnyCollection, type ListWatchRequest, ListWatchStore } from './list-watch.ts';
 
@@ -382,4 +387,14 @@ class FakeApiServerImpl implements FakeApiServer {
       status: tokenReviewStatus(verdict),
     });
   }
+}
+
+/** The agent's Kubernetes configuration for this fake, as a kubeconfig file would give it; removed with the test. */
+export async function kubeConfigFor(t: Test, api: FakeApiServer): Promise<LoadedKubeConfig> {
+  const dir = await mkdtemp(join(tmpdir(), 'pia-kube-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await api.writeKubeconfig(join(dir, 'config'));
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromFile(join(dir, 'config'));
+  return { kubeConfig, source: 'KUBECONFIG' };
 }
