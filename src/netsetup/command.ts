@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 
 /** The Debian package that holds each tool, named when the tool is missing. */
-export const PACKAGES: Readonly<Record<string, string>> = { ip: 'iproute2', nft: 'nftables' };
+const PACKAGES: Readonly<Record<string, string>> = { ip: 'iproute2', nft: 'nftables' };
 
 /** A failed iproute2 or nft command, with what the tool said. */
 export class CommandError extends Error {

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { type ProbeOptions, health, readiness } from './probe-handler.ts';
 
 /** How often the file is rewritten; the DaemonSet's probes take it as stale after 30 s. */
-export const PROBE_FILE_INTERVAL_MS = 5_000;
+const PROBE_FILE_INTERVAL_MS = 5_000;
 
 export interface ProbeFile {
   close(): Promise<void>;

@@ -29,7 +29,7 @@ export const resolveUnverified: ResolveIdentity = (token, remoteAddress) => ({
 });
 
 /** A verified token is keyed by its pod (cluster, namespace, service account, uid): the kubelet's rotation is a hit. */
-export function podKey(clusterName: string, identity: VerifiedIdentity): string {
+function podKey(clusterName: string, identity: VerifiedIdentity): string {
   return sha256(['pod', clusterName, identity.namespace, identity.serviceAccount, identity.podUid].join('\0'));
 }
 
