@@ -40,6 +40,9 @@ t.test('start-up fails fast with one clear line', async (t) => {
   const cases: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
     ['missing cluster name', ['server'], region, /--cluster-name is required/],
     ['bad cluster name', ['server', '--cluster-name', 'bad name!'], region, /not a valid EKS cluster name/],
+    // daemonset/example's placeholders, as its copy renders them when nobody filled them in.
+    ['the example overlay\'s cluster name', ['server', '--cluster-name', 'CHANGE-ME-cluster-name'], region, /--cluster-name "CHANGE-ME-cluster-name" is the example overlay's placeholder/],
+    ['the example overlay\'s region', ['server', '--cluster-name', 'c1'], { AWS_REGION: 'CHANGE-ME-region' }, /region "CHANGE-ME-region" is not an AWS region name/],
     ['missing region', ['server', '--cluster-name', 'c1'], {}, /no region: set --region, AWS_REGION or AWS_DEFAULT_REGION/],
     ['bad duration', ['server', '--cluster-name', 'c1', '--max-credential-retention-before-renewal', 'forever'], region, /"forever" is not a duration/],
     ['bad port', ['server', '--cluster-name', 'c1', '--port', 'eighty'], region, /--port: "eighty" is not a port number/],
@@ -48,7 +51,7 @@ t.test('start-up fails fast with one clear line', async (t) => {
     ['STS without verification', ['server', '--cluster-name', 'c1', '--upstream', 'sts', '--associations', '/dev/null', '--token-verification', 'none'], region, /--upstream sts needs tokens verified locally/],
     ['STS with no Kubernetes API to verify against', ['server', '--cluster-name', 'c1', '--upstream', 'sts', '--associations', '/dev/null', '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-port', '0'], region, /--upstream sts needs tokens verified locally, and they cannot be here/],
   ];
-  // The cases are independent processes: started together, so that nine start-ups on a loaded
+  // The cases are independent processes: started together, so that eleven start-ups on a loaded
   // machine do not add up to most of the file's time limit (run one by one they took a minute).
   const results = await Promise.all(cases.map(([, args, env]) => cli(args, env)));
   for (const [i, [name, , , message]] of cases.entries()) {

@@ -1,5 +1,8 @@
+import { readFile } from 'node:fs/promises';
 import t from 'tap';
+import { parse } from 'yaml';
 import { ConfigError, parseServerArgs } from '../src/config/index.ts';
+import { EXAMPLE_CLUSTER_NAME } from '../src/config/server-config.ts';
 import { formatDuration, parseDuration } from '../src/duration.ts';
 
 const env = { AWS_REGION: 'us-west-2' };
@@ -81,6 +84,24 @@ t.test('missing cluster name, long cluster name, unknown flag, bad endpoint', as
   t.same(problemsOf(['--cluster-name', '']), ['--cluster-name is required'], 'an empty name counts as none');
   t.same(problemsOf(['--cluster-name', 'c1', '--region', '']), ['no region: set --region, AWS_REGION or AWS_DEFAULT_REGION'], 'an empty region too, whatever the environment says');
   t.same(problemsOf(['--cluster-name', 'c1'], { AWS_REGION: 'us-west-2x' }), ['region "us-west-2x" is not an AWS region name (like us-west-2)']);
+});
+
+t.test('the example overlay\'s placeholders do not start: the cluster name refused, the region not a region', async (t) => {
+  // The values daemonset/example ships, as its copy renders them when nobody filled them in.
+  const example = parse(await readFile(new URL('../daemonset/example/kustomization.yaml', import.meta.url), 'utf8')) as { configMapGenerator: { name: string; literals: string[] }[] };
+  const literals = example.configMapGenerator.find((generator) => generator.name === 'pod-identity-agent-settings')?.literals ?? [];
+  const settings = Object.fromEntries(literals.map((literal) => literal.split('=', 2) as [string, string]));
+  t.equal(settings.CLUSTER_NAME, EXAMPLE_CLUSTER_NAME, 'the agent knows the example\'s cluster name');
+  const placeholder = problemsOf(['--cluster-name', settings.CLUSTER_NAME!], { AWS_REGION: 'us-west-2' });
+  t.same(placeholder, [`--cluster-name "${EXAMPLE_CLUSTER_NAME}" is the example overlay's placeholder: set CLUSTER_NAME in your overlay's pod-identity-agent-settings to the cluster's name`]);
+  t.same(problemsOf(['--cluster-name', 'c1'], { AWS_REGION: settings.AWS_REGION }), [`region "${settings.AWS_REGION}" is not an AWS region name (like us-west-2)`]);
+  t.equal(problemsOf(['--cluster-name', settings.CLUSTER_NAME!], { AWS_REGION: settings.AWS_REGION }).length, 2, 'both at once, in one line');
+  for (const region of ['us-east-1', 'us-gov-west-1', 'cn-northwest-1', 'eu-central-2', 'ap-southeast-7', 'il-central-1', 'mx-central-1', 'us-isob-east-1', 'eusc-de-east-1']) {
+    t.equal(configOf(['--cluster-name', 'c1', '--region', region]).region, region, `${region}: a region`);
+  }
+  for (const region of ['us-west', 'US-WEST-2', 'us_west_2', 'uswest2', 'us-west-2 ', 'eks-auth.us-west-2.api.aws', 'REGION']) {
+    t.match(problemsOf(['--cluster-name', 'c1', '--region', region]), [/is not an AWS region name/], `${JSON.stringify(region)}: not a region`);
+  }
 });
 
 t.test('node name: flag, then NODE_NAME; pod binding on needs one and verified tokens', async (t) => {

@@ -49,6 +49,12 @@ export interface StsConfig {
   readonly clusterArn: string | undefined;
 }
 
+/**
+ * daemonset/example's cluster name, which an operator replaces in their copy: an agent started with
+ * it was deployed without its cluster's settings, and every EKS Auth call would fail, so it does not start.
+ */
+export const EXAMPLE_CLUSTER_NAME = 'CHANGE-ME-cluster-name';
+
 export const SERVER_USAGE: string = renderUsage('Usage: pod-identity-agent server --cluster-name NAME [flags]\n', SERVER_FLAGS);
 
 export interface ParsedServerArgs {
@@ -82,6 +88,7 @@ function buildConfig(values: ServerValues, env: NodeJS.ProcessEnv): Config {
   const read = flagReader(values, check);
 
   const clusterName = read('cluster-name');
+  if (clusterName === EXAMPLE_CLUSTER_NAME) problems.push(`--cluster-name "${clusterName}" is the example overlay's placeholder: set CLUSTER_NAME in your overlay's pod-identity-agent-settings to the cluster's name`);
   const region = read('region', env.AWS_REGION ?? env.AWS_DEFAULT_REGION);
   const upstream = read('upstream');
   // Unused with --upstream sts, where EKS Auth's variables must not be able to fail the start-up.
