@@ -1,10 +1,9 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { parse, parseAllDocuments, stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
+import { renderOverlay } from './helpers/overlay.ts';
 
 const run = promisify(execFile);
 const available = async (command: string, args: string[]) =>
@@ -103,16 +102,14 @@ t.test('the PrometheusRule is the rule file', async (t) => {
   t.same(shipped, prometheusRule(), 'equal to the rule file\'s groups (PIA_WRITE_PROMETHEUSRULE=1 rewrites it)');
 });
 
-t.test('the Operator component renders on top of every overlay', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
+t.test('the Operator component renders with the operator\'s overlay and beside every other component', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
   const { readdir } = await import('node:fs/promises');
-  const overlays = ['daemonset', ...(await readdir(`${ROOT}daemonset/overlays`)).filter((name) => name !== 'no-metrics').map((name) => `daemonset/overlays/${name}`)];
+  const others = (await readdir(`${ROOT}daemonset/components`)).filter((name) => name !== 'no-metrics' && name !== 'prometheus-operator');
+  const overlays = [[], ...others.map((name) => [`components/${name}`])];
   t.ok(overlays.length >= 5);
-  const dir = await mkdtemp(join(tmpdir(), 'pia-operator-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  for (const overlay of overlays) {
-    await writeFile(join(dir, 'kustomization.yaml'), stringify({ apiVersion: 'kustomize.config.k8s.io/v1beta1', kind: 'Kustomization', resources: [relative(dir, `${ROOT}${overlay}`)], components: [relative(dir, COMPONENT)] }));
-    const { stdout } = await run('kubectl', ['kustomize', dir]);
-    const objects = parseAllDocuments(stdout).map((doc) => doc.toJSON() as Json);
+  for (const components of overlays) {
+    const overlay = ['the example', ...components].join(' + ');
+    const objects = await renderOverlay({ components: [...components, 'components/prometheus-operator'] });
     const ds = objects.find((o) => o.kind === 'DaemonSet');
     const monitor = objects.find((o) => o.kind === 'PodMonitor');
     const rule = objects.find((o) => o.kind === 'PrometheusRule');

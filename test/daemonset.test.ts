@@ -4,23 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
-import { parseAllDocuments } from 'yaml';
-import { parseInitializeArgs, parseServerArgs } from '../src/config/index.ts';
+import { parse, parseAllDocuments } from 'yaml';
+import { ConfigError, parseInitializeArgs, parseServerArgs } from '../src/config/index.ts';
+import { DAEMONSET, FILLED, type Json, kubectl, kustomize, kustomizeError, overlayError, readExample, renderOverlay, settingsOf } from './helpers/overlay.ts';
 
 const run = promisify(execFile);
-const kubectl = await run('kubectl', ['version', '--client']).then(
-  () => true,
-  () => false,
-);
 const ROOT = new URL('..', import.meta.url).pathname;
-
-// Rendered manifests are untyped YAML; the assertions are the schema.
-type Json = Record<string, any>;
-
-async function render(dir: string): Promise<Json[]> {
-  const { stdout } = await run('kubectl', ['kustomize', `${ROOT}${dir}`]);
-  return parseAllDocuments(stdout).map((doc) => doc.toJSON() as Json);
-}
+const needsKubectl = { skip: kubectl ? false : 'kubectl is not installed' };
 
 /** $(VAR) references resolved from the generated ConfigMap, as the kubelet does. */
 function expand(args: string[], env: Record<string, string>): string[] {
@@ -34,6 +24,54 @@ function tolerates(tolerations: Json[], taint: { key: string; value?: string; ef
     if (toleration.key !== undefined && toleration.key !== taint.key) return false;
     return toleration.operator === 'Exists' || toleration.value === taint.value;
   });
+}
+
+/** Whether a node with these labels satisfies a required node affinity (the scheduler's rule: any term, every expression). */
+function schedulable(affinity: Json | undefined, labels: Record<string, string>): boolean {
+  const terms = (affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms ?? []) as Json[];
+  if (terms.length === 0) return true;
+  return terms.some((term) => (term.matchExpressions as Json[]).every(({ key, operator, values = [] }: Json) => {
+    const value = labels[key as string];
+    switch (operator) {
+      case 'In': return value !== undefined && (values as string[]).includes(value);
+      case 'NotIn': return value === undefined || !(values as string[]).includes(value);
+      case 'Exists': return value !== undefined;
+      case 'DoesNotExist': return value === undefined;
+      default: throw new Error(`operator ${operator as string} not modelled`);
+    }
+  }));
+}
+
+/** Nodes by what the scheduler sees of them: the kubelet's os and arch labels, EKS's compute-type. */
+const NODES: Record<string, Record<string, string>> = {
+  'EC2 node, amd64': { 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64', 'eks.amazonaws.com/compute-type': 'ec2' },
+  'EC2 node, arm64 (Graviton)': { 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'arm64' },
+  'self-managed cluster\'s node (no compute-type label)': { 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64' },
+  'Windows node': { 'kubernetes.io/os': 'windows', 'kubernetes.io/arch': 'amd64' },
+  'Fargate': { 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64', 'eks.amazonaws.com/compute-type': 'fargate' },
+  'EKS hybrid node': { 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64', 'eks.amazonaws.com/compute-type': 'hybrid' },
+  'EKS Auto Mode node': { 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'arm64', 'eks.amazonaws.com/compute-type': 'auto' },
+  'another architecture (s390x)': { 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 's390x' },
+};
+const RUNS_ON = ['EC2 node, amd64', 'EC2 node, arm64 (Graviton)', 'self-managed cluster\'s node (no compute-type label)'];
+
+/** Linux, amd64 or arm64, not Fargate, hybrid or Auto Mode: the EKS add-on's own DaemonSet affinity. */
+function checkAffinity(t: Test, pod: Json): void {
+  t.same(pod.affinity, {
+    nodeAffinity: {
+      requiredDuringSchedulingIgnoredDuringExecution: {
+        nodeSelectorTerms: [{
+          matchExpressions: [
+            { key: 'kubernetes.io/os', operator: 'In', values: ['linux'] },
+            { key: 'kubernetes.io/arch', operator: 'In', values: ['amd64', 'arm64'] },
+            { key: 'eks.amazonaws.com/compute-type', operator: 'NotIn', values: ['fargate', 'hybrid', 'auto'] },
+          ],
+        }],
+      },
+    },
+  }, 'the add-on\'s node affinity');
+  const placed = Object.keys(NODES).filter((node) => schedulable(pod.affinity, NODES[node]!));
+  t.same(placed, RUNS_ON, 'scheduled on Linux amd64 and arm64 nodes only, never on Windows, Fargate, hybrid or Auto Mode nodes');
 }
 
 /** The admission policy narrowing the agent's node RBAC: the agent's own Node, its startup taint, nothing else. */
@@ -61,13 +99,19 @@ function checkAdmissionPolicy(t: Test, objects: Json[], ds: Json, startupTaint: 
 
 function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { admissionPolicy?: boolean } = {}): { ds: Json; init: Json; agent: Json; watcher: Json; env: Record<string, string> } {
   const ds = objects.find((o) => o.kind === 'DaemonSet') as Json;
-  // The generated settings ConfigMap (pod-identity-agent-<hash>), not an overlay's own.
-  const configMap = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('pod-identity-agent')) as Json;
+  // The ConfigMap the base generates (pod-identity-agent-<hash>), which the containers read.
+  const configMap = objects.find((o) => o.kind === 'ConfigMap' && /^pod-identity-agent-[a-z0-9]{10}$/.test(o.metadata.name)) as Json;
   const pod = ds.spec.template.spec;
   const init = pod.initContainers.find((c: Json) => c.name === 'initialize') as Json;
   const stateDir = pod.initContainers.find((c: Json) => c.name === 'state-dir') as Json;
   const [agent, watcher] = pod.containers;
   const env = configMap.data as Record<string, string>;
+
+  // The operator's settings, where the agent reads them, and the settings themselves never applied.
+  t.notOk(objects.some((o) => o.metadata.name.startsWith('pod-identity-agent-settings')), 'the settings ConfigMap is local to the render: not applied');
+  t.match(env, { CLUSTER_NAME: FILLED.CLUSTER_NAME, AWS_REGION: FILLED.AWS_REGION }, 'the cluster name and region from the overlay\'s settings');
+  for (const container of [...pod.initContainers, ...pod.containers]) t.equal(container.image, FILLED.IMAGE, `${container.name}: the overlay's image`);
+  checkAffinity(t, pod);
 
   t.equal(pod.hostNetwork, true, 'hostNetwork');
   t.equal(pod.priorityClassName, 'system-node-critical');
@@ -127,6 +171,7 @@ function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { 
   // NODE_NAME as the downward API sets it.
   const server = parseServerArgs(serverArgs.slice(1), { ...env, NODE_NAME: 'node-a' }).config;
   t.ok(server, 'the agent\'s args are valid flags');
+  t.match(server, { clusterName: FILLED.CLUSTER_NAME, region: FILLED.AWS_REGION }, 'the agent runs with the overlay\'s cluster name and region');
   t.same(agent.env, [{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }], 'the node name from the downward API');
   t.match(agent.volumeMounts, [{ name: 'state', mountPath: server?.stateDir }], 'the state directory is the mounted host path');
   t.equal(security.runAsUser, 65532, 'the uid the state directory is handed to');
@@ -162,43 +207,106 @@ function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { 
   return { ds, init, agent, watcher, env };
 }
 
-t.test('base', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
-  const { ds, agent } = checkDaemonSet(t, await render('daemonset'));
+t.test('the base does not render without the operator\'s settings, and says which', needsKubectl, async (t) => {
+  for (const dir of ['base', '.']) {
+    const error = await kustomizeError(join(DAEMONSET, dir));
+    t.match(error, /nothing selected by ConfigMap\.\[noVer\]\.\[noGrp\]\/pod-identity-agent-settings\.\[noNs\]:data\.CLUSTER_NAME/, `kubectl kustomize daemonset/${dir === '.' ? '' : dir}: names the settings ConfigMap and its first key`);
+  }
+  // Each of the three left out of the overlay's settings: the render fails naming that key, so no
+  // placeholder or default stands in for it.
+  for (const key of Object.keys(FILLED)) {
+    const error = await overlayError({ settings: { ...FILLED, [key]: undefined } });
+    t.match(error, `fieldPath \`data.${key}\` is missing for replacement source ConfigMap.[noVer].[noGrp]/pod-identity-agent-settings`, `without ${key}: the error names it`);
+  }
+});
+
+t.test('the example overlay renders from where it is, with its placeholders, which do not deploy silently', needsKubectl, async (t) => {
+  const example = await readExample();
+  const placeholders = settingsOf(example);
+  t.same(Object.keys(placeholders).sort(), Object.keys(FILLED).sort(), 'the example sets exactly the three settings');
+  t.equal(example.configMapGenerator[0].options.annotations['config.kubernetes.io/local-config'], 'true', 'the settings are local-config: read by the render, never applied');
+  const objects = await kustomize(join(DAEMONSET, 'example'));
+  const ds = objects.find((o) => o.kind === 'DaemonSet') as Json;
+  const configMap = objects.find((o) => o.kind === 'ConfigMap') as Json;
+  const pod = ds.spec.template.spec;
+  t.notOk(objects.some((o) => o.metadata.name.startsWith('pod-identity-agent-settings')), 'the settings ConfigMap is not applied');
+  t.match(configMap.data, { CLUSTER_NAME: placeholders.CLUSTER_NAME, AWS_REGION: placeholders.AWS_REGION });
+  for (const container of [...pod.initContainers, ...pod.containers]) t.equal(container.image, placeholders.IMAGE, `${container.name}: the example's image`);
+  // Deployed unchanged, each placeholder fails where the operator looks: the agent refuses to start
+  // (one line, exit 1), and the kubelet refuses the image (InvalidImageName: a repository path is lowercase).
+  const agent = pod.containers.find((c: Json) => c.name === 'agent') as Json;
+  const problems = (() => {
+    try {
+      parseServerArgs(expand(agent.args, configMap.data).slice(1), { ...configMap.data, NODE_NAME: 'node-a' });
+      return [];
+    } catch (error) {
+      return error instanceof ConfigError ? error.problems : [String(error)];
+    }
+  })();
+  t.match(problems, [/--cluster-name "[^"]+" is the example overlay's placeholder/, /region "[^"]+" is not an AWS region name/], 'the agent does not start with the example\'s cluster name or region');
+  const [repository = '', tag] = (placeholders.IMAGE ?? '').split(':');
+  t.match(repository.split('/')[0], /^[A-Z][A-Z-]*$/, 'the image\'s first component is no registry host, and upper case: not a valid image reference');
+  const { version } = JSON.parse(await readFile(`${ROOT}package.json`, 'utf8')) as { version: string };
+  t.equal(tag, version, 'the example\'s tag is this version');
+});
+
+t.test('the operator\'s overlay: their settings where the containers read them', needsKubectl, async (t) => {
+  const { ds, agent } = checkDaemonSet(t, await renderOverlay());
   const annotations = ds.spec.template.metadata.annotations;
   t.same(annotations, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '2705', 'prometheus.io/path': '/metrics' });
   t.ok(agent.args.includes('--metrics-port=2705'), 'the annotated port is the metrics port');
+  // A setting changed is a new ConfigMap name, so `kubectl apply` rolls the DaemonSet.
+  const name = (objects: Json[]) => objects.find((o) => o.kind === 'ConfigMap')?.metadata.name as string;
+  t.not(name(await renderOverlay({ settings: { ...FILLED, CLUSTER_NAME: 'prod-2' } })), name(await renderOverlay()), 'another cluster name, another ConfigMap hash');
 });
 
-t.test('overlay: clusters without ValidatingAdmissionPolicy (below Kubernetes 1.30)', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
-  const objects = await render('daemonset/overlays/no-admission-policy');
+t.test('the affinity can be changed in the operator\'s overlay, as daemonset/README.md shows', needsKubectl, async (t) => {
+  const readme = await readFile(join(DAEMONSET, 'README.md'), 'utf8');
+  const block = [...readme.matchAll(/```yaml\n([\s\S]*?)```/g)].map((match) => match[1]!).find((text) => text.includes('nodeSelectorTerms/0/matchExpressions/-'));
+  if (block === undefined) {
+    t.fail('daemonset/README.md shows a patch adding to the affinity');
+    return;
+  }
+  const documented = parse(block) as Json;
+  const pod = (objects: Json[]) => objects.find((o) => o.kind === 'DaemonSet')!.spec.template.spec as Json;
+  const patched = pod(await renderOverlay({ extra: { patches: documented.patches } }));
+  const added = patched.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions.at(-1) as Json;
+  t.same(added.operator, 'DoesNotExist', 'the documented patch adds an expression');
+  t.notOk(schedulable(patched.affinity, { ...NODES['EC2 node, amd64'], [added.key]: 'true' }), 'a node with the label is left out');
+  t.ok(schedulable(patched.affinity, NODES['EC2 node, amd64']!), 'the others still run it');
+  t.notOk(schedulable(patched.affinity, NODES.Fargate!), 'and Fargate is still excluded');
+});
+
+t.test('component: clusters without ValidatingAdmissionPolicy (below Kubernetes 1.30)', needsKubectl, async (t) => {
+  const objects = await renderOverlay({ components: ['components/no-admission-policy'] });
   checkDaemonSet(t, objects, { admissionPolicy: false });
-  const base = await render('daemonset');
+  const base = await renderOverlay();
   const kinds = (list: Json[]) => list.map((o) => `${o.kind}/${o.metadata.name}`).sort();
   t.same(kinds(objects), kinds(base).filter((kind) => !kind.startsWith('ValidatingAdmissionPolicy')), 'the base less the policy and its binding');
 });
 
-t.test('overlay: another agent port', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
-  const { env } = checkDaemonSet(t, await render('daemonset/overlays/agent-port'));
+t.test('component: another agent port', needsKubectl, async (t) => {
+  const { env } = checkDaemonSet(t, await renderOverlay({ components: ['components/agent-port'] }));
   t.equal(env.AGENT_PORT, '2710');
 });
 
-t.test('overlay: IPv4-only clusters', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
-  const objects = await render('daemonset/overlays/ipv4-only');
+t.test('component: IPv4-only clusters', needsKubectl, async (t) => {
+  const objects = await renderOverlay({ components: ['components/ipv4-only'] });
   const { init, agent, watcher, env } = checkDaemonSet(t, objects);
   t.ok(init.args.includes('--no-ipv6'));
   t.ok(watcher.args.includes('--no-ipv6'), 'node-setup does not put IPv6 back either');
   t.same(parseServerArgs(expand(agent.args, env).slice(1), { ...env, NODE_NAME: 'node-a' }).config?.bindHosts, ['169.254.170.23']);
 });
 
-t.test('overlay: metrics disabled', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
-  const { ds, agent, env } = checkDaemonSet(t, await render('daemonset/overlays/no-metrics'));
+t.test('component: metrics disabled', needsKubectl, async (t) => {
+  const { ds, agent, env } = checkDaemonSet(t, await renderOverlay({ components: ['components/no-metrics'] }));
   t.equal(parseServerArgs(expand(agent.args, env).slice(1), { ...env, NODE_NAME: 'node-a' }).config?.metrics, false);
   t.equal(ds.spec.template.metadata.annotations, undefined, 'nothing for Prometheus to scrape');
   t.equal(agent.ports, undefined);
 });
 
-t.test('overlay: self-managed clusters (STS upstream, associations ConfigMap)', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
-  const objects = await render('daemonset/overlays/self-managed');
+t.test('component: self-managed clusters (STS upstream, associations ConfigMap)', needsKubectl, async (t) => {
+  const objects = await renderOverlay({ components: ['components/self-managed'] });
   const { ds, agent, env } = checkDaemonSet(t, objects);
   const server = parseServerArgs(expand(agent.args, env).slice(1), { ...env, NODE_NAME: 'node-a' }).config;
   t.equal(server?.upstream, 'sts');
@@ -207,7 +315,7 @@ t.test('overlay: self-managed clusters (STS upstream, associations ConfigMap)', 
   const ref = server?.sts?.associations.configMap;
   t.same(ref, { namespace: ds.metadata.namespace, name: 'pod-identity-associations' }, 'the ConfigMap in the agent\'s namespace');
   t.notOk(objects.some((o) => o.kind === 'ConfigMap' && o.metadata.name === ref?.name), 'not rendered: re-applying the overlay must not reset the associations');
-  const associations = parseAllDocuments(await readFile(`${ROOT}daemonset/overlays/self-managed/associations.example.yaml`, 'utf8'))[0]?.toJSON() as Json;
+  const associations = parseAllDocuments(await readFile(`${ROOT}daemonset/components/self-managed/associations.example.yaml`, 'utf8'))[0]?.toJSON() as Json;
   t.match(associations.metadata, { name: ref?.name, namespace: ref?.namespace }, 'the example is the ConfigMap the agent watches');
   const { parseAssociations } = await import('../src/associations/association.ts');
   for (const [key, text] of Object.entries(associations.data as Record<string, string>)) {
@@ -221,8 +329,24 @@ t.test('overlay: self-managed clusters (STS upstream, associations ConfigMap)', 
   t.same(agent.envFrom[1], { secretRef: { name: 'pod-identity-agent-aws-credentials', optional: true } }, 'the agent\'s own AWS keys where there is no instance profile');
 });
 
-t.test('the exec probes: bash builtins on the probe file\'s first line, stale after 30 s', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
-  const { agent, env } = checkDaemonSet(t, await render('daemonset'));
+t.test('components compose: all of them at once, in the example\'s order', needsKubectl, async (t) => {
+  const components = ['ipv4-only', 'agent-port', 'no-admission-policy', 'self-managed'].map((name) => `components/${name}`);
+  const { init, agent, env } = checkDaemonSet(t, await renderOverlay({ components }), { admissionPolicy: false });
+  const server = parseServerArgs(expand(agent.args, env).slice(1), { ...env, NODE_NAME: 'node-a' }).config;
+  t.match(server, { port: 2710, upstream: 'sts', bindHosts: ['169.254.170.23'] });
+  t.ok(init.args.includes('--no-ipv6'));
+});
+
+t.test('the example lists every component, each with a line saying what for', async (t) => {
+  const { readdir } = await import('node:fs/promises');
+  const text = await readFile(join(DAEMONSET, 'example', 'kustomization.yaml'), 'utf8');
+  for (const name of await readdir(join(DAEMONSET, 'components'))) {
+    t.match(text, new RegExp(`^\\s*# - \\.\\./components/${name}\\s+# \\S`, 'm'), `${name}: listed, commented out, with what it is for`);
+  }
+});
+
+t.test('the exec probes: bash builtins on the probe file\'s first line, stale after 30 s', needsKubectl, async (t) => {
+  const { agent, env } = checkDaemonSet(t, await renderOverlay());
   const probeFile = parseServerArgs(expand(agent.args, env).slice(1), { ...env, NODE_NAME: 'node-a' }).config?.probeFile ?? '';
   const dir = await mkdtemp(join(tmpdir(), 'probe-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
