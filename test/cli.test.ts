@@ -35,7 +35,7 @@ t.test('version', async (t) => {
 
 t.test('start-up fails fast with one clear line', async (t) => {
   const region = { AWS_REGION: 'us-west-2' };
-  // Listeners bind only once the node's credentials resolve (README, "Upgrades"): static ones here.
+  // Listeners bind only once the node's credentials resolve (daemonset/README.md, "Upgrades"): static ones here.
   const signing = { ...region, AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret' };
   const cases: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
     ['missing cluster name', ['server'], region, /--cluster-name is required/],

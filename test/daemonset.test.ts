@@ -337,6 +337,13 @@ t.test('components compose: all of them at once, in the example\'s order', needs
   t.ok(init.args.includes('--no-ipv6'));
 });
 
+t.test('a component listed before ../base fails the render rather than change nothing', needsKubectl, async (t) => {
+  for (const name of ['ipv4-only', 'agent-port', 'no-admission-policy', 'no-metrics', 'self-managed']) {
+    const error = await overlayError({ before: [`components/${name}`] });
+    t.match(error, `components/${name}`, `${name} first: the error names it`);
+  }
+});
+
 t.test('the example lists every component, each with a line saying what for', async (t) => {
   const { readdir } = await import('node:fs/promises');
   const text = await readFile(join(DAEMONSET, 'example', 'kustomization.yaml'), 'utf8');

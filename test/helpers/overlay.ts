@@ -33,6 +33,8 @@ export interface OverlayOptions {
   readonly settings?: Readonly<Record<string, string | undefined>>;
   /** Under daemonset/, listed after the example's own (../base). */
   readonly components?: readonly string[];
+  /** Under daemonset/, listed before the example's own: a mistake the render must refuse. */
+  readonly before?: readonly string[];
   /** Added to the kustomization as they are (say, `patches`). */
   readonly extra?: Json;
 }
@@ -52,7 +54,8 @@ export function settingsOf(kustomization: Json): Record<string, string> {
 async function writeOverlay(dir: string, options: OverlayOptions): Promise<void> {
   const kustomization = await readExample();
   const at = (path: string) => relative(dir, join(DAEMONSET, path));
-  kustomization.components = [...(kustomization.components as string[]).map((path) => at(join('example', path))), ...(options.components ?? []).map(at)];
+  const own = (kustomization.components as string[]).map((path) => at(join('example', path)));
+  kustomization.components = [...(options.before ?? []).map(at), ...own, ...(options.components ?? []).map(at)];
   const generator = (kustomization.configMapGenerator as Json[]).find((g) => g.name === 'pod-identity-agent-settings') as Json;
   const settings = { ...settingsOf(kustomization), ...options.settings };
   generator.literals = Object.entries(settings).filter(([, value]) => value !== undefined).map(([key, value]) => `${key}=${value}`);
