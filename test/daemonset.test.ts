@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -258,6 +258,28 @@ t.test('the operator\'s overlay: their settings where the containers read them',
   // A setting changed is a new ConfigMap name, so `kubectl apply` rolls the DaemonSet.
   const name = (objects: Json[]) => objects.find((o) => o.kind === 'ConfigMap')?.metadata.name as string;
   t.not(name(await renderOverlay({ settings: { ...FILLED, CLUSTER_NAME: 'prod-2' } })), name(await renderOverlay()), 'another cluster name, another ConfigMap hash');
+});
+
+t.test('the copy made as daemonset/README.md says (cp, then its sed) renders beside a clone', needsKubectl, async (t) => {
+  const readme = await readFile(join(DAEMONSET, 'README.md'), 'utf8');
+  const sed = /^sed -i 's\|(.+?)\|(.+?)\|' \.\.\/pod-identity-agent-my-cluster\/kustomization\.yaml$/m.exec(readme);
+  if (sed === null) {
+    t.fail('daemonset/README.md says how to point the copy at the clone');
+    return;
+  }
+  t.ok((await readFile(`${ROOT}README.md`, 'utf8')).includes(sed[0]), 'README.md\'s Install gives the same command');
+  const dir = await mkdtemp(join(tmpdir(), 'pia-copy-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  // The clone, as ../pod-identity-agent of the copy.
+  await symlink(ROOT, join(dir, 'pod-identity-agent'));
+  await mkdir(join(dir, 'pod-identity-agent-my-cluster'));
+  const example = await readFile(join(DAEMONSET, 'example', 'kustomization.yaml'), 'utf8');
+  const placeholders = settingsOf(parse(example) as Json);
+  // sed without g: the first match on each line; then the operator fills in the three settings.
+  let copy = example.split('\n').map((line) => line.replace(new RegExp(sed[1]!), sed[2]!)).join('\n');
+  for (const [key, value] of Object.entries(FILLED)) copy = copy.replace(`${key}=${placeholders[key]}`, `${key}=${value}`);
+  await writeFile(join(dir, 'pod-identity-agent-my-cluster', 'kustomization.yaml'), copy);
+  checkDaemonSet(t, await kustomize(join(dir, 'pod-identity-agent-my-cluster')));
 });
 
 t.test('the affinity can be changed in the operator\'s overlay, as daemonset/README.md shows', needsKubectl, async (t) => {
