@@ -10,3 +10,12 @@ t.test('Host header matching', async (t) => {
     t.notOk(check(bad), `refuses ${String(bad)}`);
   }
 });
+
+t.test('accepted spellings outside the usual forms are remembered, boundedly, and refusals never are', async (t) => {
+  const check = createHostCheck(['169.254.170.23'], 2704);
+  // Twice each: the second answer comes from the remembered set and must agree with the parse.
+  for (let port = 1; port <= 200; port += 1) {
+    t.equal(check(`169.254.170.23:${port}`) && check(`169.254.170.23:${port}`), true, `port ${port}`);
+    t.equal(check(`169.254.170.24:${port}`) || check(`169.254.170.24:${port}`), false, `another address, port ${port}`);
+  }
+});

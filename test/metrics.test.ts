@@ -86,6 +86,15 @@ t.test('the series exist with bounded labels and move as requests happen', async
   t.ok((sample(after, 'pod_identity_upstream_request_duration_seconds_count{code="503"}') ?? 0) >= 1);
   t.ok((sample(after, 'pod_identity_cache_oldest_credential_age_seconds') ?? -1) >= 0);
 
+  // Hits are tallied and added at scrape time (metrics.ts, HitTally): a second scrape adds only what is new.
+  for (let i = 0; i < 5; i += 1) await h.send({ authorization: token });
+  const again = await scrape(metricsPortOf(h));
+  t.equal(sample(again, 'pod_identity_http_response{code="200"}'), 7, 'five more hits, counted once');
+  t.equal(sample(again, 'pod_identity_cache_state{state="hit"}'), 6);
+  t.equal(sample(again, 'pod_identity_cache_lookups_total{outcome="hit"}'), 6);
+  t.equal(sample(again, 'pod_identity_request_duration_seconds_count{outcome="hit"}'), 6);
+  t.equal(sample(await scrape(metricsPortOf(h)), 'pod_identity_http_response{code="200"}'), 7, 'a scrape with no new hit adds nothing');
+
   const labelValues = [...after.matchAll(/\{([^}]*)\}/g)].flatMap((m) => [...(m[1] ?? '').matchAll(/="([^"]*)"/g)].map((v) => v[1] ?? ''));
   t.notOk(labelValues.some((value) => value.includes('very-unique-pod-name') || value.includes('eyJ') || value.includes('evil')), 'no pod name, token or Host in any label');
 });

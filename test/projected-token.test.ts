@@ -93,3 +93,25 @@ t.test('the memoising checker still applies the validity window on every call', 
   for (const other of others) checker.check(other, NOW);
   t.not(checker.check(token, NOW), first, 'bounded: the oldest parse was let go and redone');
 });
+
+t.test('the memo is keyed by the token\'s end but a hit is the whole token: two tokens ending alike never share a parse', async (t) => {
+  const { createTokenChecker } = await import('../src/token/token-checker.ts');
+  const checker = createTokenChecker({ audience: 'pods.eks.amazonaws.com' });
+  // A signature as long as a real one (RS256: 342 characters), so the two tokens' ends are the same.
+  const signature = b64('s'.repeat(256));
+  const victim = `${b64({ alg: 'RS256', kid: 'k1' })}.${b64(good)}.${signature}`;
+  // The same signature segment (so the same last characters) on another payload.
+  const other = `${b64({ alg: 'RS256', kid: 'k1' })}.${b64({ ...good, 'kubernetes.io': { namespace: 'attacker', serviceaccount: { name: 'x', uid: 'u' }, pod: { name: 'p', uid: 'q' } } })}.${signature}`;
+  t.equal(checker.check(victim, NOW).identity?.namespace, 'ns1');
+  t.equal(checker.check(other, NOW).identity?.namespace, 'attacker', 'the other token is parsed as itself');
+  t.equal(checker.check(victim, NOW).identity?.namespace, 'ns1', 'and the first is not answered from the other\'s parse');
+  t.equal(checker.check(`${victim}`, NOW).raw, victim);
+});
+
+t.test('the size limit counts bytes, not characters, on the fast path too', async (t) => {
+  // 9,000 two-byte characters: 18,000 bytes, over 16 KiB, in fewer than 16,384 characters.
+  t.equal(codeOf(`ey${'\u00e9'.repeat(9_000)}`), '400 TokenTooLarge');
+  t.equal(codeOf(`ey${'\u00e9'.repeat(5_000)}`), '400 MalformedToken', '10,000 bytes: within the limit, then refused for its shape');
+  t.equal(codeOf(` ${jwt(good)} `), 'accepted', 'surrounding space is trimmed');
+  t.equal(codeOf(`bearer ${jwt(good)}`), 'accepted', 'a lower-case scheme too');
+});

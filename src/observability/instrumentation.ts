@@ -9,10 +9,14 @@ import type { AgentMetrics } from './metrics.ts';
 // own, and these are the only implementations that know the metric names.
 
 export function cacheMetrics(metrics: AgentMetrics): CacheObserver {
-  // A look-up happens on every hit: its counter child is found once per outcome, not per call.
+  // A look-up happens on every hit: a hit is tallied (metrics.ts, HitTally), the others' counter children found once.
   const lookups = new Map<string, { inc(): void }>();
   return {
     lookup: (outcome) => {
+      if (outcome === 'hit') {
+        metrics.hits.lookups += 1;
+        return;
+      }
       let child = lookups.get(outcome);
       if (child === undefined) lookups.set(outcome, (child = metrics.cacheLookups.labels(outcome)));
       child.inc();

@@ -111,9 +111,15 @@ class HitSummary {
 function countRequests(metrics: AgentMetrics): (request: RequestRecord, seconds: number) => void {
   const responses = new Map<number, { inc(): void }>();
   const durations = new Map<string, { observe(seconds: number): void }>();
-  const hit = metrics.cacheState.labels('hit');
   const miss = metrics.cacheState.labels('miss');
+  const hitDuration = metrics.requestDuration.labels('hit');
+  const { hits } = metrics;
   return (request, seconds) => {
+    if (request.status === 200 && request.outcome === 'hit') {
+      hits.served += 1;
+      hitDuration.observe(seconds);
+      return;
+    }
     let byStatus = responses.get(request.status);
     if (byStatus === undefined) responses.set(request.status, (byStatus = metrics.httpResponses.labels(String(request.status))));
     byStatus.inc();
@@ -121,7 +127,7 @@ function countRequests(metrics: AgentMetrics): (request: RequestRecord, seconds:
     let byOutcome = durations.get(outcome);
     if (byOutcome === undefined) durations.set(outcome, (byOutcome = metrics.requestDuration.labels(outcome)));
     byOutcome.observe(seconds);
-    if (request.outcome === 'hit' || request.outcome === 'stale') hit.inc();
+    if (request.outcome === 'stale') metrics.cacheState.inc({ state: 'hit' });
     else if (request.outcome === 'miss' || request.outcome === 'coalesced') miss.inc();
     if (request.error !== undefined && request.outcome !== 'rejected') {
       metrics.cacheErrors.inc({ type: request.error.code, code: String(request.error.status) });

@@ -1,6 +1,7 @@
 import { isIPv6 } from 'node:net';
 
 const HOST_CHARS = /^[A-Za-z0-9.:[\]-]+$/;
+const MAX_REMEMBERED = 64;
 
 /**
  * Whether a Host header names one of the bind hosts, with or without a port, IPv6 with or
@@ -17,7 +18,11 @@ export function createHostCheck(bindHosts: readonly string[], port: number): (ho
     if (header === undefined || header === '') return false;
     if (fast.has(header)) return true;
     const host = parseHostHeader(header);
-    return host !== undefined && canonical.has(host);
+    if (host === undefined || !canonical.has(host)) return false;
+    // Another accepted spelling (say, with the port pods connect to, 80, or the one the system chose
+    // for --port 0): remembered, so its next request skips the URL parse. Bounded: ports are many.
+    if (fast.size < MAX_REMEMBERED) fast.add(header);
+    return true;
   };
 }
 

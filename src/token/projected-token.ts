@@ -39,11 +39,19 @@ export function checkProjectedToken(authorization: string | undefined, options: 
 
 /** The token from an Authorization header, or MissingToken / TokenTooLarge. */
 export function readToken(authorization: string | undefined, maxBytes = MAX_TOKEN_BYTES): string {
-  const raw = stripScheme(authorization?.trim() ?? '');
+  const raw = isBareToken(authorization) ? (authorization as string) : stripScheme(authorization?.trim() ?? '');
   if (raw === '') throw agentError('MissingToken', 'the Authorization header must carry the pod\'s service-account token');
-  // Bytes are at least as many as UTF-16 units, so the cheap length test settles most tokens.
-  if (raw.length > maxBytes || Buffer.byteLength(raw) > maxBytes) throw agentError('TokenTooLarge', `the token is longer than ${maxBytes} bytes`);
+  // A UTF-16 unit is one to three UTF-8 bytes: the length alone settles all but the largest, without a scan.
+  if (raw.length > maxBytes || (raw.length * 3 > maxBytes && Buffer.byteLength(raw) > maxBytes)) throw agentError('TokenTooLarge', `the token is longer than ${maxBytes} bytes`);
   return raw;
+}
+
+/** What SDKs send: no surrounding space, no scheme (a JWT starts with "ey"). Checked by two characters, not a scan. */
+function isBareToken(authorization: string | undefined): boolean {
+  if (authorization === undefined || authorization.length === 0) return false;
+  const first = authorization.charCodeAt(0);
+  const last = authorization.charCodeAt(authorization.length - 1);
+  return first > 0x20 && last > 0x20 && first !== 0x62 && first !== 0x42; // not space, not "b" or "B" (Bearer)
 }
 
 /** Base64 SHA-256: a fixed-size fingerprint that stands in for a secret in maps and keys. */

@@ -13,12 +13,17 @@ export interface TokenCheckerOptions {
 }
 
 const DEFAULT_MEMO_SIZE = 4096;
+/** Characters of the token's end (its signature) that key the memo; the whole token is compared on a hit. */
+const MEMO_KEY_LENGTH = 48;
 
 /**
- * Token checks with the parse memoised by the token itself, so a repeat request costs a map look-up
- * (V8's string hash, several times cheaper than a SHA-256) instead of base64 and JSON decoding; the
- * digest is computed once, at the parse. The validity window is checked every time. Only accepted
- * tokens are remembered: a flood of garbage cannot push the good ones out.
+ * Token checks with the parse memoised, so a repeat request costs a map look-up instead of base64
+ * and JSON decoding; the digest is computed once, at the parse. The memo is keyed by the token's
+ * last characters, its signature, and a hit is the whole token compared: each request's header is a
+ * new string, and V8 hashes a 1 KB string in full (about 2 µs, measured) where it compares one in a
+ * tenth of that. Two tokens ending alike only take turns in one slot. The validity window is
+ * checked every time. Only accepted tokens are remembered: a flood of garbage cannot push the good
+ * ones out.
  */
 export function createTokenChecker(options: TokenCheckerOptions): TokenChecker {
   const memoSize = options.memoSize ?? DEFAULT_MEMO_SIZE;
@@ -26,11 +31,12 @@ export function createTokenChecker(options: TokenCheckerOptions): TokenChecker {
   return {
     check(authorization, now) {
       const raw = readToken(authorization);
-      let token = memo.get(raw);
-      if (token === undefined) {
+      const key = raw.slice(-MEMO_KEY_LENGTH);
+      let token = memo.get(key);
+      if (token?.raw !== raw) {
         token = parseProjectedToken(raw, options.audience, sha256(raw));
-        if (memo.size >= memoSize) memo.delete(memo.keys().next().value as string);
-        memo.set(raw, token);
+        if (memo.size >= memoSize && !memo.has(key)) memo.delete(memo.keys().next().value as string);
+        memo.set(key, token);
       }
       checkValidityWindow(token, now, options.skewSeconds);
       return token;
