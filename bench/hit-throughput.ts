@@ -6,9 +6,10 @@
 // generator's own share of the two cores does not blur.
 import type { ChildProcess } from 'node:child_process';
 import { request } from 'undici';
+import { LISTEN_OPTIONS, SERVER_OPTIONS } from '../src/server/http-server.ts';
 import { type LoadResult, autocannon, cpuSeconds, hasWrk, issueTokens, report, round, startAgent, startBareServer, startCluster, wrk } from './lib.ts';
 
-const ROUNDS = 3;
+const ROUNDS = 5;
 const SECONDS = 5;
 const CONNECTIONS = 50;
 
@@ -43,8 +44,11 @@ export async function hitThroughput(): Promise<void> {
   const bodies = await Promise.all(agents.map(async (agent) => (await (await request(agent.url, { headers: { authorization: token } })).body.arrayBuffer()).byteLength));
   const bodyBytes = bodies[0] as number;
   const bare = await startBareServer(bodyBytes);
+  // The same bare server with the agent's server options (timeouts, header limit, SO_REUSEPORT): what those cost by themselves.
+  const bareWithOptions = await startBareServer(bodyBytes, 0, { ...SERVER_OPTIONS, listen: LISTEN_OPTIONS });
   const contenders: Contender[] = [
     { name: 'bare node:http', url: bare.url, child: bare.child, runs: [] },
+    { name: 'bare node:http, the agent\'s server options', url: bareWithOptions.url, child: bareWithOptions.child, runs: [] },
     { name: 'agent, hit, as the image runs it', url: agents[0]!.url, child: agents[0]!.child, runs: [] },
     { name: 'agent, hit, -v error', url: agents[1]!.url, child: agents[1]!.child, runs: [] },
   ];
@@ -56,7 +60,7 @@ export async function hitThroughput(): Promise<void> {
       for (const contender of contenders) contender.runs.push(await measure(contender, SECONDS, headers, useWrk));
     }
   } finally {
-    await Promise.all([...agents.map((agent) => agent.stop()), bare.stop(), cluster.close()]);
+    await Promise.all([...agents.map((agent) => agent.stop()), bare.stop(), bareWithOptions.stop(), cluster.close()]);
   }
   const summary = contenders.map((c) => ({
     name: c.name,
@@ -66,7 +70,7 @@ export async function hitThroughput(): Promise<void> {
     cpuMicrosPerRequest: round(median(c.runs, (r) => r.cpuMicrosPerRequest), 1),
     failures: c.runs.reduce((sum, r) => sum + r.non2xx + r.errors, 0),
   }));
-  const [baseline, shipped, quiet] = summary as [(typeof summary)[0], (typeof summary)[0], (typeof summary)[0]];
+  const [baseline, withOptions, shipped, quiet] = summary as [(typeof summary)[0], (typeof summary)[0], (typeof summary)[0], (typeof summary)[0]];
   const ratio = (s: typeof baseline) => ({
     throughputRatio: round(s.requestsPerSecond / baseline.requestsPerSecond, 3),
     p99Ratio: round(s.p99Ms / baseline.p99Ms, 3),
@@ -81,6 +85,7 @@ export async function hitThroughput(): Promise<void> {
       rounds: ROUNDS,
       secondsPerRound: SECONDS,
       results: summary,
+      serverOptions: ratio(withOptions),
       asShipped: ratio(shipped),
       verbosityError: ratio(quiet),
       targets: { throughputRatio: '>= 0.90', p99Ratio: '<= 1.2', cpuPerRequestRatio: '<= 1.15' },

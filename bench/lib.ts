@@ -71,8 +71,8 @@ export async function startAgent(cluster: EmulatedCluster, extraArgs: string[] =
 }
 
 /** A bare node:http server answering a fixed body: the ceiling the agent is measured against. */
-export async function startBareServer(bodyBytes: number, delayMs = 0): Promise<{ child: ChildProcess; url: string; stop(): Promise<void> }> {
-  const child = spawn(NODE, [`${ROOT}bench/bare-server.js`, '0', String(bodyBytes), String(delayMs)], {
+export async function startBareServer(bodyBytes: number, delayMs = 0, serverOptions: Record<string, unknown> = {}): Promise<{ child: ChildProcess; url: string; stop(): Promise<void> }> {
+  const child = spawn(NODE, [`${ROOT}bench/bare-server.js`, '0', String(bodyBytes), String(delayMs), JSON.stringify(serverOptions)], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}` },
   });
