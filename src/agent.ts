@@ -90,7 +90,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     negativeTtlMs: config.negativeCacheTtlMs,
     admitMiss: (request) => missLimiter.admit(request.key, request.client ?? 'unknown'),
     renewalsPerSecond: config.maxServiceQps,
-    observer: cacheMetrics(metrics),
+    observer: cacheMetrics(metrics, logger),
     now,
   });
   observeCache(metrics, cache, now);
@@ -144,7 +144,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     logger.info(where, 'probes and metrics bound; the credential listeners follow once node credentials resolve');
     await untilResolved(credentials, logger, stopping.signal);
     const handler = createCredentialsHandler({ bindHosts: config.bindHosts, port: config.port, audience: config.audience, cache, record: requestLog.record, resolveIdentity, selfCheckId, now });
-    ({ servers: credentialServers, addresses: bound } = await listenOnHosts(config.bindHosts, config.port, handler, logger));
+    ({ servers: credentialServers, addresses: bound } = await listenOnHosts(config.bindHosts, config.port, handler, logger, requestLog.refused));
     stillStarting();
     cache.start();
     // In the background: serving never waits for the API server; the taint goes once /readyz says ready.

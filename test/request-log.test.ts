@@ -35,8 +35,8 @@ t.test('--log-every-request writes a line for each hit, and nothing is summarise
   t.same(served(h.audit.lines), []);
 });
 
-function record(identity: RequestRecord['identity']): RequestRecord {
-  return { started: performance.now(), status: 200, outcome: 'hit', identity, error: undefined, upstreamRequestId: undefined };
+function record(identity: RequestRecord['identity'], client = '127.0.0.9'): RequestRecord {
+  return { started: performance.now(), status: 200, outcome: 'hit', identity, error: undefined, upstreamRequestId: undefined, client };
 }
 
 t.test('the summary is written every interval, and flushed early rather than grow past its bound', async (t) => {
