@@ -44,7 +44,8 @@ function renewalLog(logger: Logger, report: RenewalReport, identity: VerifiedIde
     detail: error?.detail,
     upstreamRequestId: error?.upstreamRequestId,
   };
-  if (outcome === 'renewed' && failuresBefore === 0) logger.debug(fields, 'credentials renewed in the background');
+  // A refusal of the node's own credentials is logged once when it starts (upstream/node-credentials.ts).
+  if ((outcome === 'renewed' && failuresBefore === 0) || error?.nodeCredentialsRejected === true) logger.debug(fields, outcome === 'renewed' ? 'credentials renewed in the background' : 'background renewal failed: the upstream refuses the node\'s credentials');
   else if (outcome === 'renewed') logger.info(fields, `credentials renewed in the background again, after ${failuresBefore} failed ${failuresBefore === 1 ? 'try' : 'tries'}`);
   else if (outcome === 'dropped') logger.info(fields, 'background renewal refused for the token: its cached credentials are dropped');
   else logger.warn({ ...fields, retryInMs: report.retryInMs, cachedExpire: new Date(report.cachedExpireAt).toISOString() }, 'background renewal failed: the cached credentials are served until they expire, and the renewal is retried');

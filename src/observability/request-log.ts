@@ -181,6 +181,8 @@ function logRequest(logger: Logger, request: RequestRecord, seconds: number): vo
   };
   // A bug is worth its stack trace; the pod got a bare InternalError.
   if (request.error?.code === 'InternalError') logger.error({ ...fields, err: request.error.cause }, 'credential request failed inside the agent');
+  // Said once at error when it starts (upstream/node-credentials.ts): one line per pod request would flood.
+  else if (request.error?.nodeCredentialsRejected === true) logger.debug(fields, 'credential request failed: the upstream refuses the node\'s credentials');
   else if (request.status >= 500) logger.warn(fields, 'credential request failed');
   else logger.info(fields, 'credential request');
 }
