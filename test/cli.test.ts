@@ -36,13 +36,12 @@ t.test('version', async (t) => {
 /** The machine's own Node.js, older than the engines' 22.19 (this CI machine's /usr/bin/node is 20). */
 const OLD_NODE = '/usr/bin/node';
 
-t.test('on a Node.js older than 22.19, every command exits 1 with one line saying what is needed', async (t) => {
-  const version = await run(OLD_NODE, ['--version']).then(({ stdout }) => stdout.trim(), () => undefined);
-  const [major = 0, minor = 0] = (version ?? 'v0.0').slice(1).split('.').map(Number);
-  if (version === undefined || major > 22 || (major === 22 && minor >= 19)) {
-    t.skip(`needs a Node.js older than 22.19 at ${OLD_NODE} (found ${version ?? 'none'})`);
-    return;
-  }
+const oldVersion = await run(OLD_NODE, ['--version']).then(({ stdout }) => stdout.trim(), () => undefined);
+const [oldMajor = 0, oldMinor = 0] = (oldVersion ?? 'v0.0').slice(1).split('.').map(Number);
+const haveOldNode = oldVersion !== undefined && (oldMajor < 22 || (oldMajor === 22 && oldMinor < 19));
+
+t.test('on a Node.js older than 22.19, every command exits 1 with one line saying what is needed', { skip: haveOldNode ? false : `needs a Node.js older than 22.19 at ${OLD_NODE} (found ${oldVersion ?? 'none'})` }, async (t) => {
+  const version = oldVersion ?? '';
   for (const args of [['version'], ['server', '--cluster-name', 'c1', '--region', 'us-west-2'], ['initialize', '--help']]) {
     const exit = await run(OLD_NODE, [CLI, ...args], { env: BASE_ENV, timeout: START_LIMIT_MS }).then(
       ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
