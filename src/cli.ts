@@ -8,7 +8,8 @@ if (!supportedNode(process.versions.node)) {
   process.stderr.write(`pod-identity-agent: Node.js ${process.versions.node} is not supported: it needs Node.js 22.19 or later (24 LTS recommended)\n`);
   process.exit(1);
 }
-const { pino } = await import('pino');
+// The default export: bundled, a CommonJS package's dynamic import has no named ones.
+const { default: pino } = await import('pino');
 const { ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } = await import('./config/index.ts');
 const { initialize } = await import('./netsetup/initialize.ts');
 const { watch } = await import('./netsetup/watch.ts');
