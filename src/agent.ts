@@ -23,7 +23,7 @@ import { type ProbeOptions, createProbeHandler, readiness } from './server/probe
 import { type Trust, setUpTrust } from './trust/index.ts';
 import { createIdentityResolver } from './trust/request-identity.ts';
 import { type UpstreamSettings, createUpstream } from './upstream/index.ts';
-import { nodeCredentials } from './upstream/node-credentials.ts';
+import { NodeCredentialsStatus, nodeCredentials } from './upstream/node-credentials.ts';
 import type { RetryPolicy } from './upstream/retry.ts';
 import { untilResolved } from './upstream/wait-credentials.ts';
 
@@ -71,7 +71,8 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
   const now = deps.now ?? Date.now;
   const metrics = deps.metrics ?? createMetrics();
   const dispatcher = deps.dispatcher ?? new EnvHttpProxyAgent({ keepAliveTimeout: 30_000, connections: 64, connect: { timeout: 500 } });
-  const credentials = nodeCredentials(deps.credentialProvider, nodeCredentialsMetrics(metrics));
+  const nodeStatus = new NodeCredentialsStatus(logger);
+  const credentials = nodeCredentials(deps.credentialProvider, nodeCredentialsMetrics(metrics), nodeStatus);
   const associations =
     config.sts === undefined
       ? undefined
@@ -81,7 +82,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
           observer: associationsMetrics(metrics),
           onChange: (changed) => cache.invalidate((identity) => changed.has(accountKey(identity.namespace, identity.serviceAccount))),
         });
-  const upstream = createUpstream(upstreamSettings(config, associations), { credentials, dispatcher, observer: upstreamMetrics(metrics, logger), ...(deps.retry === undefined ? {} : { retry: deps.retry }) });
+  const upstream = createUpstream(upstreamSettings(config, associations), { credentials, dispatcher, observer: { ...upstreamMetrics(metrics, logger), ...nodeStatus.observer }, ...(deps.retry === undefined ? {} : { retry: deps.retry }) });
   const missLimiter = new MissLimiter(config.missLimits, now);
   const cache = new CredentialCache({
     exchange: upstream.exchange,
@@ -90,7 +91,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     negativeTtlMs: config.negativeCacheTtlMs,
     admitMiss: (request) => missLimiter.admit(request.key, request.client ?? 'unknown'),
     renewalsPerSecond: config.maxServiceQps,
-    observer: cacheMetrics(metrics),
+    observer: cacheMetrics(metrics, logger),
     now,
   });
   observeCache(metrics, cache, now);
@@ -106,6 +107,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     selfCheckId,
     onPathChecked: endpointMetrics(metrics),
     nodeCredentials: credentials,
+    nodeCredentialsRejection: () => nodeStatus.rejection,
     eventLoop,
     draining: () => draining,
     ...(associations === undefined ? {} : { associationsLoaded: () => associations.complete }),
@@ -144,7 +146,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     logger.info(where, 'probes and metrics bound; the credential listeners follow once node credentials resolve');
     await untilResolved(credentials, logger, stopping.signal);
     const handler = createCredentialsHandler({ bindHosts: config.bindHosts, port: config.port, audience: config.audience, cache, record: requestLog.record, resolveIdentity, selfCheckId, now });
-    ({ servers: credentialServers, addresses: bound } = await listenOnHosts(config.bindHosts, config.port, handler, logger));
+    ({ servers: credentialServers, addresses: bound } = await listenOnHosts(config.bindHosts, config.port, handler, logger, requestLog.refused));
     stillStarting();
     cache.start();
     // In the background: serving never waits for the API server; the taint goes once /readyz says ready.

@@ -1,11 +1,27 @@
 #!/usr/bin/env node
-import { pino } from 'pino';
-import { type Config, ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } from './config/index.ts';
-import { initialize } from './netsetup/initialize.ts';
-import { watch } from './netsetup/watch.ts';
-import { formatDuration } from './duration.ts';
-import { type Logger, createLogger } from './observability/logger.ts';
-import { VERSION } from './version.ts';
+import type { Config } from './config/index.ts';
+import type { Logger } from './observability/logger.ts';
+
+// Checked before any other module is loaded: on an older Node.js, undici (and with it the whole
+// agent) fails in ways that name neither Node.js nor the version, so every module comes after.
+if (!supportedNode(process.versions.node)) {
+  process.stderr.write(`pod-identity-agent: Node.js ${process.versions.node} is not supported: it needs Node.js 22.19 or later (24 LTS recommended)\n`);
+  process.exit(1);
+}
+// The default export: bundled, a CommonJS package's dynamic import has no named ones.
+const { default: pino } = await import('pino');
+const { ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } = await import('./config/index.ts');
+const { initialize } = await import('./netsetup/initialize.ts');
+const { watch } = await import('./netsetup/watch.ts');
+const { formatDuration } = await import('./duration.ts');
+const { createLogger } = await import('./observability/logger.ts');
+const { VERSION } = await import('./version.ts');
+
+/** package.json's engines: >=22.19. */
+function supportedNode(version: string): boolean {
+  const [major = 0, minor = 0] = version.split('.').map(Number);
+  return major > 22 || (major === 22 && minor >= 19);
+}
 
 const USAGE = `Usage: pod-identity-agent <command> [flags]
 
@@ -44,6 +60,18 @@ function describeEndpoint(config: Config): { endpoint: string; endpointSource: s
   return { endpoint: config.endpoint.url.href, endpointSource: config.endpoint.source };
 }
 
+/**
+ * `auto` is decided once the API server has been asked, after this line: say what it depends on and
+ * which line gives the outcome, rather than a bare `auto` (src/trust/index.ts logs that line).
+ */
+function describeAuto(config: Config): { tokenVerification?: string; podBinding?: string } {
+  const later = 'see the line "Kubernetes trust set up"';
+  return {
+    ...(config.tokenVerification === 'auto' ? { tokenVerification: `auto: jwks if the API server answers or keys are stored, else none (${later})` } : {}),
+    ...(config.podBinding === 'auto' ? { podBinding: `auto: ${config.nodeName === undefined ? 'off, the node name is unknown' : 'on if tokens are verified'} (${later})` } : {}),
+  };
+}
+
 async function server(argv: readonly string[]): Promise<number> {
   const parsed = parseServerArgs(argv, process.env);
   if (parsed.config === undefined) {
@@ -56,7 +84,7 @@ async function server(argv: readonly string[]): Promise<number> {
   logger.info(
     {
       version: VERSION,
-      config: { ...config, ...describeEndpoint(config), maxCredentialRetention: formatDuration(config.maxCredentialRetentionMs) },
+      config: { ...config, ...describeEndpoint(config), ...describeAuto(config), maxCredentialRetention: formatDuration(config.maxCredentialRetentionMs) },
     },
     'starting pod-identity-agent',
   );

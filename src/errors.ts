@@ -63,6 +63,8 @@ export interface AgentErrorOptions {
   readonly upstreamRequestId?: string;
   /** What the upstream said, for the operator's log only: it may name the agent's own identity. */
   readonly detail?: string;
+  /** The upstream refused the node's own credentials (signature, keys, permission), not the pod's token. */
+  readonly nodeCredentialsRejected?: boolean;
   readonly cause?: unknown;
 }
 
@@ -76,6 +78,8 @@ export class AgentError extends Error {
   readonly retryAfterSeconds: number | undefined;
   /** Logged, never answered to the pod. */
   readonly detail: string | undefined;
+  /** The node's credentials were refused: /readyz turns not ready until a call succeeds again. */
+  readonly nodeCredentialsRejected: boolean;
 
   constructor(code: string, status: number, message: string, options: AgentErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -86,6 +90,7 @@ export class AgentError extends Error {
     this.upstreamRequestId = options.upstreamRequestId;
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.detail = options.detail;
+    this.nodeCredentialsRejected = options.nodeCredentialsRejected ?? false;
   }
 
   toJSON(): { Code: string; Message: string } {

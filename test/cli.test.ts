@@ -33,6 +33,26 @@ t.test('version', async (t) => {
   t.equal(result.stdout, `${VERSION}\n`);
 });
 
+/** The machine's own Node.js, older than the engines' 22.19 (this CI machine's /usr/bin/node is 20). */
+const OLD_NODE = '/usr/bin/node';
+
+const oldVersion = await run(OLD_NODE, ['--version']).then(({ stdout }) => stdout.trim(), () => undefined);
+const [oldMajor = 0, oldMinor = 0] = (oldVersion ?? 'v0.0').slice(1).split('.').map(Number);
+const haveOldNode = oldVersion !== undefined && (oldMajor < 22 || (oldMajor === 22 && oldMinor < 19));
+
+t.test('on a Node.js older than 22.19, every command exits 1 with one line saying what is needed', { skip: haveOldNode ? false : `needs a Node.js older than 22.19 at ${OLD_NODE} (found ${oldVersion ?? 'none'})` }, async (t) => {
+  const version = oldVersion ?? '';
+  for (const args of [['version'], ['server', '--cluster-name', 'c1', '--region', 'us-west-2'], ['initialize', '--help']]) {
+    const exit = await run(OLD_NODE, [CLI, ...args], { env: BASE_ENV, timeout: START_LIMIT_MS }).then(
+      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+      (error: { code: number; stdout: string; stderr: string }) => error,
+    );
+    t.equal(exit.code, 1, `${args[0]}: exit 1`);
+    t.equal(exit.stdout, '', `${args[0]}: nothing on stdout`);
+    t.equal(exit.stderr, `pod-identity-agent: Node.js ${version.slice(1)} is not supported: it needs Node.js 22.19 or later (24 LTS recommended)\n`, `${args[0]}: one line naming the versions`);
+  }
+});
+
 t.test('start-up fails fast with one clear line', async (t) => {
   const region = { AWS_REGION: 'us-west-2' };
   // Listeners bind only once the node's credentials resolve (daemonset/README.md, "Upgrades"): static ones here.
@@ -104,7 +124,10 @@ t.test('the documented command line serves credentials; an absent IPv6 bind host
   const logs = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
   t.match(logs[0], { level: 'info', msg: 'starting pod-identity-agent', version: VERSION, config: { clusterName: 'c1', endpointSource: '--endpoint' } });
   t.match(logs.find((line) => line.address === 'fd00:ec2::23'), { level: 'warn', msg: /IPv6 bind host unavailable/ });
-  t.equal(logs.filter((line) => /Kubernetes/.test(String(line.msg))).length, 1, 'one line about Kubernetes');
+  t.equal(logs.filter((line) => line.level === 'warn' && /Kubernetes/.test(String(line.msg))).length, 1, 'one warning about Kubernetes');
+  // `auto` is resolved after the start-up line: it says so, and the trust line gives the outcome.
+  t.match(logs[0], { config: { tokenVerification: /^auto: .*Kubernetes trust set up/, podBinding: /^auto: / } });
+  t.match(logs.find((line) => line.msg === 'Kubernetes trust set up'), { level: 'info', tokenVerification: 'none', podBinding: 'off' }, 'what auto resolved to');
   t.match(logs.find((line) => /Kubernetes configuration/.test(String(line.msg))), { level: 'warn', msg: /no Kubernetes configuration .*not verified locally and not bound to pods/ });
   t.match(logs.at(-1), { msg: 'stopped' });
   const leaks = lines.filter((line) => line.includes(token) || line.includes(NODE_CREDENTIALS.secretAccessKey) || (reply.json !== undefined && line.includes(String(reply.json.SecretAccessKey))));

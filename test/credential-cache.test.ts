@@ -62,7 +62,7 @@ function newCache(options: Partial<CredentialCacheOptions> = {}) {
     renewalsPerSecond: 100,
     now: () => clock.now,
     random: () => 0,
-    observer: { renewal: (outcome) => events.push(`renewal:${outcome}`), eviction: (reason) => events.push(`eviction:${reason}`) },
+    observer: { renewal: (report) => events.push(`renewal:${report.outcome}`), eviction: (reason) => events.push(`eviction:${reason}`) },
     ...options,
   });
   return { clock, upstream, cache, events };

@@ -3,9 +3,9 @@ import type { VerifiedIdentity } from '../token/identity.ts';
 import type { CredentialExchange } from '../upstream/types.ts';
 import { type CredentialEntry, type EntryRequest, createEntry } from './credential-entry.ts';
 import { NegativeCache } from './negative-cache.ts';
-import { type EvictionReason, type RenewalOutcome, type RenewalTiming, Renewer, classify } from './renewal.ts';
+import { type EvictionReason, type RenewalReport, type RenewalTiming, Renewer, classify } from './renewal.ts';
 
-export type { EvictionReason, RenewalOutcome } from './renewal.ts';
+export type { EvictionReason, RenewalOutcome, RenewalReport } from './renewal.ts';
 
 /**
  * How a request was answered: from the cache; by its own upstream call; by joining another's;
@@ -31,7 +31,8 @@ export type CacheResult =
 /** What the cache tells metrics; it knows nothing of Prometheus. */
 export interface CacheObserver {
   lookup?(outcome: LookupOutcome): void;
-  renewal?(outcome: RenewalOutcome): void;
+  /** Each background renewal's outcome, and whose (undefined for an unverified token). */
+  renewal?(report: RenewalReport, identity: VerifiedIdentity | undefined): void;
   eviction?(reason: EvictionReason): void;
 }
 
@@ -78,7 +79,7 @@ export class CredentialCache {
   /** Pods deleted recently (uid -> when), so that a fetch still in flight for one is not stored. */
   readonly #deletedPods = new Map<string, number>();
   readonly #negative: NegativeCache;
-  readonly #renewer: Renewer;
+  readonly #renewer: Renewer<CredentialEntry>;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(options: CredentialCacheOptions) {
@@ -96,7 +97,7 @@ export class CredentialCache {
       concurrency: options.renewalConcurrency ?? 4,
       now: this.#now,
       random: this.#timing.random,
-      onOutcome: (outcome) => this.#observer.renewal?.(outcome),
+      onOutcome: (entry, report) => this.#observer.renewal?.(report, entry.identity),
     });
   }
 

@@ -6,6 +6,19 @@ import { TokenBucket } from './token-bucket.ts';
 
 /** renewed; failed for a temporary reason (kept, retried later); dropped on a verdict about the token. */
 export type RenewalOutcome = 'renewed' | 'failed' | 'dropped';
+
+/** One renewal's outcome, for its log line: never the token or a credential. */
+export interface RenewalReport {
+  readonly outcome: RenewalOutcome;
+  /** Renewals of this entry that had failed in a row before this one. */
+  readonly failuresBefore: number;
+  /** Why it failed or was dropped. */
+  readonly error?: AgentError;
+  /** failed: when the next try is due, from now. */
+  readonly retryInMs?: number;
+  /** When the credentials cached before this renewal expire (epoch ms): a failure serves them until then. */
+  readonly cachedExpireAt: number;
+}
 /** Why an identity left the cache. */
 export type EvictionReason = 'capacity' | 'token_expired' | 'idle' | 'expired' | 'rejected' | 'pod_deleted' | 'association_changed';
 
@@ -57,29 +70,29 @@ export function classify(entry: Renewable, now: number, minLifetimeMs: number): 
   return 'due';
 }
 
-export interface RenewerOptions {
+export interface RenewerOptions<E extends Renewable> {
   /** --max-service-qps: renewals started per second, on average. */
   readonly perSecond: number;
   /** Renewals in flight at once, so that one slow call never holds up the rest. */
   readonly concurrency: number;
   readonly now: () => number;
   readonly random: () => number;
-  readonly onOutcome: (outcome: RenewalOutcome) => void;
+  readonly onOutcome: (entry: E, report: RenewalReport) => void;
 }
 
 /** Starts due renewals within a rate and concurrency budget; a failed one backs off, 10 s doubling to 5 min. */
-export class Renewer {
-  readonly #options: RenewerOptions;
+export class Renewer<E extends Renewable> {
+  readonly #options: RenewerOptions<E>;
   readonly #budget: TokenBucket;
   #running = 0;
 
-  constructor(options: RenewerOptions) {
+  constructor(options: RenewerOptions<E>) {
     this.#options = options;
     this.#budget = new TokenBucket(options.perSecond, options.perSecond, options.now());
   }
 
   /** Renews the entries (most overdue first) while the budget lasts; returns how many started. */
-  start<E extends Renewable>(due: readonly (readonly [string, E])[], renew: (key: string, entry: E) => Promise<unknown>): number {
+  start(due: readonly (readonly [string, E])[], renew: (key: string, entry: E) => Promise<unknown>): number {
     const now = this.#options.now();
     const ordered = [...due].sort((a, b) => a[1].renewAt - b[1].renewAt);
     let started = 0;
@@ -89,7 +102,7 @@ export class Renewer {
       started += 1;
       renew(key, entry)
         .then(
-          () => this.#options.onOutcome('renewed'),
+          () => this.#options.onOutcome(entry, { outcome: 'renewed', failuresBefore: entry.renewalFailures, cachedExpireAt: entry.expiresAt }),
           (error: AgentError) => this.#failed(entry, error),
         )
         .finally(() => {
@@ -99,11 +112,13 @@ export class Renewer {
     return started;
   }
 
-  #failed(entry: Renewable, error: AgentError): void {
-    if (!error.retryable) return this.#options.onOutcome('dropped');
+  #failed(entry: E, error: AgentError): void {
+    const failuresBefore = entry.renewalFailures;
+    if (!error.retryable) return this.#options.onOutcome(entry, { outcome: 'dropped', failuresBefore, error, cachedExpireAt: entry.expiresAt });
     entry.renewalFailures += 1;
     const backoff = Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** (entry.renewalFailures - 1));
-    entry.renewAt = this.#options.now() + backoff * (0.5 + this.#options.random() / 2);
-    this.#options.onOutcome('failed');
+    const retryInMs = Math.round(backoff * (0.5 + this.#options.random() / 2));
+    entry.renewAt = this.#options.now() + retryInMs;
+    this.#options.onOutcome(entry, { outcome: 'failed', failuresBefore, error, retryInMs, cachedExpireAt: entry.expiresAt });
   }
 }

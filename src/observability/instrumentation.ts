@@ -1,14 +1,16 @@
 import type { Logger } from 'pino';
 import type { AssociationsObserver } from '../associations/watch.ts';
-import type { CacheObserver, CredentialCache } from '../cache/credential-cache.ts';
+import type { CacheObserver, CredentialCache, RenewalReport } from '../cache/credential-cache.ts';
 import type { StartupTaintObserver } from '../k8s/node-taint.ts';
+import type { VerifiedIdentity } from '../token/identity.ts';
 import type { UpstreamObserver } from '../upstream/types.ts';
 import type { AgentMetrics } from './metrics.ts';
 
 // Where the agent's parts meet Prometheus: each part reports through an observer interface of its
 // own, and these are the only implementations that know the metric names.
 
-export function cacheMetrics(metrics: AgentMetrics): CacheObserver {
+/** Lookups, renewals and evictions counted; each renewal's outcome also logged (renewalLog). */
+export function cacheMetrics(metrics: AgentMetrics, logger: Logger): CacheObserver {
   // A look-up happens on every hit: a hit is tallied (metrics.ts, HitTally), the others' counter children found once.
   const lookups = new Map<string, { inc(): void }>();
   return {
@@ -21,9 +23,36 @@ export function cacheMetrics(metrics: AgentMetrics): CacheObserver {
       if (child === undefined) lookups.set(outcome, (child = metrics.cacheLookups.labels(outcome)));
       child.inc();
     },
-    renewal: (outcome) => metrics.cacheRenewals.inc({ outcome }),
+    renewal: (report, identity) => {
+      metrics.cacheRenewals.inc({ outcome: report.outcome });
+      renewalLog(logger, report, identity);
+    },
     eviction: (reason) => metrics.cacheEvictions.inc({ reason }),
   };
+}
+
+/**
+ * A line per background renewal, quiet in steady state: a success at debug (the counter says how
+ * many), the first success after failures at info, a failure at warn with the upstream's code.
+ */
+function renewalLog(logger: Logger, report: RenewalReport, identity: VerifiedIdentity | undefined): void {
+  const { outcome, failuresBefore, error } = report;
+  const fields = {
+    namespace: identity?.namespace,
+    serviceAccount: identity?.serviceAccount,
+    pod: identity?.podName,
+    outcome,
+    failuresBefore: failuresBefore === 0 ? undefined : failuresBefore,
+    code: error?.code,
+    message: error?.message,
+    detail: error?.detail,
+    upstreamRequestId: error?.upstreamRequestId,
+  };
+  // A refusal of the node's own credentials is logged once when it starts (upstream/node-credentials.ts).
+  if ((outcome === 'renewed' && failuresBefore === 0) || error?.nodeCredentialsRejected === true) logger.debug(fields, outcome === 'renewed' ? 'credentials renewed in the background' : 'background renewal failed: the upstream refuses the node\'s credentials');
+  else if (outcome === 'renewed') logger.info(fields, `credentials renewed in the background again, after ${failuresBefore} failed ${failuresBefore === 1 ? 'try' : 'tries'}`);
+  else if (outcome === 'dropped') logger.info(fields, 'background renewal refused for the token: its cached credentials are dropped');
+  else logger.warn({ ...fields, retryInMs: report.retryInMs, cachedExpire: new Date(report.cachedExpireAt).toISOString() }, 'background renewal failed: the cached credentials are served until they expire, and the renewal is retried');
 }
 
 /** The gauges read at scrape time: cache size and the age of its oldest credentials. */

@@ -13,6 +13,8 @@ export interface RequestRecord {
   identity: PodIdentity | undefined;
   error: AgentError | undefined;
   upstreamRequestId: string | undefined;
+  /** The source address as the socket sees it (with the node's redirect, the pod's own address). */
+  client: string | undefined;
 }
 
 /** Records a finished request; never throws. */
@@ -30,6 +32,8 @@ export interface RequestLogOptions {
 /** The request log: one recorder for the handler, and close() to write what is still summarised. */
 export interface RequestLog {
   readonly record: RequestRecorder;
+  /** A request refused before any handler saw it (unparsable, too large, too slow): logged and counted like the rest. */
+  readonly refused: (error: AgentError, client: string | undefined) => void;
   close(): void;
 }
 
@@ -37,7 +41,7 @@ const SUMMARY_INTERVAL_MS = 60_000;
 const MAX_SUMMARISED = 10_000;
 
 export function newRequestRecord(): RequestRecord {
-  return { started: performance.now(), status: 0, outcome: 'rejected', identity: undefined, error: undefined, upstreamRequestId: undefined };
+  return { started: performance.now(), status: 0, outcome: 'rejected', identity: undefined, error: undefined, upstreamRequestId: undefined, client: undefined };
 }
 
 /**
@@ -54,7 +58,7 @@ export function createRequestLog(metrics: AgentMetrics, logger: Logger, options:
     const seconds = (performance.now() - request.started) / 1000;
     try {
       count(request, seconds);
-      if (timer !== undefined && request.outcome === 'hit' && request.status === 200 && request.identity !== undefined) summary.add(request.identity);
+      if (timer !== undefined && request.outcome === 'hit' && request.status === 200 && request.identity !== undefined) summary.add(request.identity, request.client);
       else logRequest(logger, request, seconds);
     } catch (error) {
       // Bookkeeping must not fail the request, nor escape as an unhandled rejection.
@@ -63,6 +67,7 @@ export function createRequestLog(metrics: AgentMetrics, logger: Logger, options:
   };
   return {
     record,
+    refused: (error, client) => record({ ...newRequestRecord(), status: error.status, error, client }),
     close() {
       clearInterval(timer);
       summary.flush();
@@ -70,38 +75,69 @@ export function createRequestLog(metrics: AgentMetrics, logger: Logger, options:
   };
 }
 
+/** One identity's hits since the last flush. */
+interface Hits {
+  count: number;
+  first: number;
+  last: number;
+  /** The address of the latest hit. */
+  client: string | undefined;
+  /** Every address seen, kept only once a second one appears (and at most MAX_CLIENTS of them). */
+  clients: Set<string | undefined> | undefined;
+}
+
+/** Distinct addresses counted per identity per interval (a count of 16 means 16 or more). */
+const MAX_CLIENTS = 16;
+
 /**
  * Hits by identity since the last flush. The key is the parsed token's identity object, which the
  * token checker's memo hands out again for every request with that token: a map look-up, no string.
+ * The client address costs a comparison per hit (the same string while the pod keeps its address).
  */
 class HitSummary {
   readonly #logger: Logger;
   readonly #max: number;
-  #hits = new Map<PodIdentity, { count: number; first: number; last: number }>();
+  #hits = new Map<PodIdentity, Hits>();
 
   constructor(logger: Logger, max: number) {
     this.#logger = logger;
     this.#max = max;
   }
 
-  add(identity: PodIdentity): void {
+  add(identity: PodIdentity, client: string | undefined): void {
     const now = Date.now();
     const seen = this.#hits.get(identity);
     if (seen !== undefined) {
       seen.count += 1;
       seen.last = now;
+      if (client !== seen.client) {
+        seen.clients ??= new Set([seen.client]);
+        if (seen.clients.size < MAX_CLIENTS) seen.clients.add(client);
+        seen.client = client;
+      }
       return;
     }
     if (this.#hits.size >= this.#max) this.flush();
-    this.#hits.set(identity, { count: 1, first: now, last: now });
+    this.#hits.set(identity, { count: 1, first: now, last: now, client, clients: undefined });
   }
 
   flush(): void {
     const hits = this.#hits;
     this.#hits = new Map();
-    for (const [identity, { count, first, last }] of hits) {
+    for (const [identity, { count, first, last, client, clients }] of hits) {
       this.#logger.info(
-        { namespace: identity.namespace, serviceAccount: identity.serviceAccount, pod: identity.podName, status: 200, cache: 'hit', hits: count, first: new Date(first).toISOString(), last: new Date(last).toISOString() },
+        {
+          namespace: identity.namespace,
+          serviceAccount: identity.serviceAccount,
+          pod: identity.podName,
+          client,
+          clients: clients?.size ?? 1,
+          status: 200,
+          cache: 'hit',
+          hits: count,
+          first: new Date(first).toISOString(),
+          last: new Date(last).toISOString(),
+        },
         'credentials served from cache',
       );
     }
@@ -140,6 +176,7 @@ function logRequest(logger: Logger, request: RequestRecord, seconds: number): vo
     namespace: request.identity?.namespace,
     serviceAccount: request.identity?.serviceAccount,
     pod: request.identity?.podName,
+    client: request.client,
     status: request.status,
     cache: request.outcome,
     durationMs: Math.round(seconds * 1e6) / 1000,
@@ -150,6 +187,8 @@ function logRequest(logger: Logger, request: RequestRecord, seconds: number): vo
   };
   // A bug is worth its stack trace; the pod got a bare InternalError.
   if (request.error?.code === 'InternalError') logger.error({ ...fields, err: request.error.cause }, 'credential request failed inside the agent');
+  // Said once at error when it starts (upstream/node-credentials.ts): one line per pod request would flood.
+  else if (request.error?.nodeCredentialsRejected === true) logger.debug(fields, 'credential request failed: the upstream refuses the node\'s credentials');
   else if (request.status >= 500) logger.warn(fields, 'credential request failed');
   else logger.info(fields, 'credential request');
 }

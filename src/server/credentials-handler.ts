@@ -66,7 +66,7 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
   function handle(req: IncomingMessage, res: ServerResponse, record: RequestRecord): void {
     let request: CacheRequest | Promise<CacheRequest>;
     try {
-      request = resolveIdentity(admit(req, record), req.socket.remoteAddress);
+      request = resolveIdentity(admit(req, record), record.client);
     } catch (caught) {
       fail(res, record, caught);
       finish(record);
@@ -98,6 +98,7 @@ export function createCredentialsHandler(options: CredentialsHandlerOptions): Re
     const nonce = req.headers[SELF_CHECK_HEADER];
     if (nonce !== undefined && selfCheckId !== undefined && answerSelfCheck(res, selfCheckId, nonce)) return;
     const record = newRequestRecord();
+    record.client = req.socket.remoteAddress;
     try {
       handle(req, res, record);
     } catch (caught) {

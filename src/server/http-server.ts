@@ -2,10 +2,13 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer } 
 import { type AddressInfo, isIPv6 } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import type { AgentErrorCode } from '../errors.ts';
+import { type AgentError, type AgentErrorCode, agentError } from '../errors.ts';
 import { rawErrorResponse } from '../wire.ts';
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** Told of each request refused before any handler saw it, with the source address (the request log). */
+export type RefusalRecorder = (error: AgentError, client: string | undefined) => void;
 
 /** Explicit limits against slow or idle clients, rather than Node's defaults. */
 export const SERVER_TIMEOUTS = Object.freeze({
@@ -26,9 +29,9 @@ export const SERVER_OPTIONS = Object.freeze({
   connectionsCheckingInterval: 1000,
 });
 
-export function createHttpServer(handler: RequestHandler): Server {
+export function createHttpServer(handler: RequestHandler, onRefused?: RefusalRecorder): Server {
   const server: Server = createServer({ ...SERVER_OPTIONS }, handler);
-  server.on('clientError', answerClientError);
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => answerClientError(error, socket, onRefused));
   return server;
 }
 
@@ -36,13 +39,14 @@ export function createHttpServer(handler: RequestHandler): Server {
  * Requests Node cannot parse, or that arrive too slowly, get the same JSON error shape as every
  * other refusal (Node's default is a bare 400), then the connection is closed.
  */
-function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex, onRefused: RefusalRecorder | undefined): void {
   if (error.code === 'ECONNRESET' || !socket.writable) {
     socket.destroy();
     return;
   }
   const { code, message } = clientErrorAnswer(error.code);
   socket.end(rawErrorResponse(code, message));
+  onRefused?.(agentError(code, message), (socket as Duplex & { remoteAddress?: string }).remoteAddress);
 }
 
 function clientErrorAnswer(code: string | undefined): { code: AgentErrorCode; message: string } {
@@ -102,11 +106,11 @@ export interface HostListeners {
  * One server per host on `port`. A node without IPv6 (disabled, or the address never assigned)
  * gets a warning, not a crash; any other host that cannot be bound is a start-up error.
  */
-export async function listenOnHosts(hosts: readonly string[], port: number, handler: RequestHandler, logger: Logger): Promise<HostListeners> {
+export async function listenOnHosts(hosts: readonly string[], port: number, handler: RequestHandler, logger: Logger, onRefused?: RefusalRecorder): Promise<HostListeners> {
   const servers: Server[] = [];
   const addresses: AddressInfo[] = [];
   for (const host of hosts) {
-    const server = createHttpServer(handler);
+    const server = createHttpServer(handler, onRefused);
     try {
       const address = await listen(server, host, port);
       addresses.push(address);

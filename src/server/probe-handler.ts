@@ -16,6 +16,8 @@ export interface ProbeOptions {
   /** Told the outcome of each path check, for the endpoint metric. */
   readonly onPathChecked?: (address: string, ok: boolean) => void;
   readonly nodeCredentials: NodeCredentials;
+  /** Why the upstream refuses the node's credentials (upstream/node-credentials.ts), if it does. */
+  readonly nodeCredentialsRejection?: () => string | undefined;
   readonly eventLoop: EventLoopMonitor;
   /** True once shutdown began: not ready, whatever else holds. */
   readonly draining: () => boolean;
@@ -81,7 +83,7 @@ export interface ReadinessReport {
 export async function readiness(options: ProbeOptions, timeoutMs = options.timeoutMs ?? 800): Promise<ReadinessReport> {
   const listeners = options.listeners();
   const [credentials, ...listenerChecks] = await Promise.all([
-    withTimeout(checkCredentials(options.nodeCredentials), timeoutMs),
+    withTimeout(checkCredentials(options), timeoutMs),
     ...listeners.map((address) => withTimeout(checkPodPath(address, options), timeoutMs)),
   ]);
   const listenerReport = listeners.map((address, i) => {
@@ -95,10 +97,13 @@ export async function readiness(options: ProbeOptions, timeoutMs = options.timeo
   return { ready, draining, checks: { listeners: listenerReport, nodeCredentials: credentials, ...(associations === undefined ? {} : { associations }) } };
 }
 
-async function checkCredentials(nodeCredentials: NodeCredentials): Promise<CheckResult> {
+/** The node's credentials resolve, and the upstream has not refused them since it last took them. */
+async function checkCredentials(options: ProbeOptions): Promise<CheckResult> {
   try {
-    await nodeCredentials();
-    return { ok: true };
+    await options.nodeCredentials();
+    // Read after resolving: credentials refreshed by this very call end a refusal.
+    const rejection = options.nodeCredentialsRejection?.();
+    return rejection === undefined ? { ok: true } : { ok: false, error: rejection };
   } catch (error) {
     return { ok: false, error: (error as Error).message };
   }

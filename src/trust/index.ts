@@ -25,6 +25,9 @@ export interface TrustSettings {
   readonly audience: string;
 }
 
+/** The line that says what --token-verification and --pod-binding resolved to (the start-up line shows `auto` pointing here). */
+const TRUST_SET_UP = 'Kubernetes trust set up';
+
 export interface TrustOptions {
   readonly settings: TrustSettings;
   readonly kube: LoadedKubeConfig | undefined;
@@ -47,6 +50,7 @@ export async function setUpTrust(options: TrustOptions): Promise<Trust> {
       throw new Error(`--token-verification ${config.tokenVerification} / --pod-binding ${config.podBinding} need the Kubernetes API, and no configuration was found (in-cluster, KUBECONFIG, ~/.kube/config)`);
     }
     logger.warn('no Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config): tokens are not verified locally and not bound to pods');
+    logger.info({ kubeconfig: 'none', tokenVerification: 'none', podBinding: 'off', node: config.nodeName }, TRUST_SET_UP);
     return { verifier: undefined, pods: undefined, close: async () => undefined };
   }
 
@@ -66,7 +70,7 @@ export async function setUpTrust(options: TrustOptions): Promise<Trust> {
   } else if (config.podBinding === 'auto' && verifier !== undefined) {
     logger.warn('the node name is unknown (--node-name or NODE_NAME): tokens are verified but not bound to this node\'s pods');
   }
-  logger.info({ kubeconfig: kube.source, tokenVerification: verifier?.mode ?? 'none', podBinding: pods === undefined ? 'off' : 'on', node: config.nodeName }, 'Kubernetes trust set up');
+  logger.info({ kubeconfig: kube.source, tokenVerification: verifier?.mode ?? 'none', podBinding: pods === undefined ? 'off' : 'on', node: config.nodeName }, TRUST_SET_UP);
   return {
     verifier,
     pods,

@@ -38,6 +38,21 @@ export interface RawResponse {
 
 const NAME = /^[A-Za-z][A-Za-z0-9]{0,63}$/;
 const RETRYABLE_NAMES = new Set(['ThrottlingException', 'TooManyRequestsException', 'RequestLimitExceeded', 'InternalServerException', 'ServiceUnavailableException']);
+// AWS's front end refusing the signature or the keys that made it: the node's credentials, never the pod's token.
+const SIGNER_REFUSED = new Set(['UnrecognizedClientException', 'InvalidSignatureException', 'IncompleteSignatureException', 'MissingAuthenticationTokenException', 'InvalidClientTokenId', 'SignatureDoesNotMatch']);
+
+/**
+ * Whether EKS Auth refused the caller (the node's credentials or the node role's permission) rather
+ * than the pod's token. ExpiredTokenException names both: EKS Auth's own (400) is about the service
+ * account token; the front end's (403, "The security token included in the request is expired") is
+ * about the node's session. AccessDeniedException is the node role's only when IAM says it lacks
+ * eks-auth:AssumeRoleForPodIdentity: other denials stay a verdict on the pod.
+ */
+function refusesNode(code: string, status: number, message: string): boolean {
+  if (SIGNER_REFUSED.has(code)) return true;
+  if (code === 'ExpiredTokenException') return status === 403 || /security token/i.test(message);
+  return code === 'AccessDeniedException' && /eks-auth:AssumeRoleForPodIdentity/i.test(message);
+}
 
 /** Credentials from a 200 answer, or an AgentError describing what the upstream said or got wrong. */
 export function parseAssumeRoleResponse(response: RawResponse): ExchangeResult {
@@ -90,8 +105,11 @@ function parseErrorResponse(response: RawResponse, requestId: string | undefined
     return agentError('UpstreamInvalidResponse', `EKS Auth answered unexpected status ${response.status}`, { upstreamRequestId: requestId });
   }
   const code = name ?? (response.status >= 500 ? 'InternalServerException' : 'UpstreamError');
-  const retryable = response.status === 429 || response.status >= 500 || RETRYABLE_NAMES.has(code);
-  return new AgentError(code, response.status, message, { retryable, upstreamRequestId: requestId });
+  const nodeCredentialsRejected = refusesNode(code, response.status, message);
+  // A refused signature says nothing about the pod (as in sts-client.ts): cached credentials stand in
+  // and nothing is remembered against its token. A missing permission stays AccessDenied's verdict.
+  const retryable = response.status === 429 || response.status >= 500 || RETRYABLE_NAMES.has(code) || (nodeCredentialsRejected && code !== 'AccessDeniedException');
+  return new AgentError(code, response.status, message, { retryable, upstreamRequestId: requestId, nodeCredentialsRejected });
 }
 
 /** The error name from whichever place the service put it, stripped of namespaces and URIs. */

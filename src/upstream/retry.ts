@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentError, agentError, isAgentError } from '../errors.ts';
-import type { ExchangeLayer, UpstreamObserver } from './types.ts';
+import type { ExchangeLayer, ExchangeRequest, UpstreamObserver } from './types.ts';
 
 export interface RetryPolicy {
   /** Most attempts, the first included. */
@@ -40,9 +40,21 @@ export function retrying(policy: RetryPolicy, observer: UpstreamObserver = {}): 
   const once: RetryPolicy = { ...policy, maxAttempts: 1 };
   return (inner) => {
     const hooks: RetryHooks = { upstream: inner.name, onRetry: (error) => observer.retried?.(error, inner.name) };
+    // Each attempt's answer says whether the upstream takes the node's credentials (readiness).
+    const attempt = (request: ExchangeRequest, signal: AbortSignal) =>
+      inner.exchange(request, { signal }).then(
+        (result) => {
+          observer.nodeCredentialsAccepted?.(inner.name);
+          return result;
+        },
+        (caught: unknown) => {
+          if (isAgentError(caught) && caught.nodeCredentialsRejected) observer.nodeCredentialsRejected?.(caught, inner.name);
+          throw caught;
+        },
+      );
     return {
       name: inner.name,
-      exchange: (request, options) => withRetry(options?.singleAttempt === true ? once : policy, (signal) => inner.exchange(request, { signal }), hooks),
+      exchange: (request, options) => withRetry(options?.singleAttempt === true ? once : policy, (signal) => attempt(request, signal), hooks),
     };
   };
 }
@@ -67,7 +79,8 @@ export async function withRetry<T>(policy: RetryPolicy, attempt: (signal: AbortS
     } catch (caught) {
       error = asAgentError(caught, signal, hooks.upstream ?? 'EKS Auth');
     }
-    if (!error.retryable || n >= policy.maxAttempts) throw error;
+    // Refused node credentials are retried later (the cache's backoff), when the chain may have new ones; not at once.
+    if (!error.retryable || error.nodeCredentialsRejected || n >= policy.maxAttempts) throw error;
     const delay = random() * Math.min(policy.backoffCapMs, policy.backoffBaseMs * 2 ** n);
     if (deadline - now() - delay < MIN_ATTEMPT_MS) throw error;
     hooks.onRetry?.(error, n);

@@ -199,6 +199,9 @@ const STS_ERRORS: Readonly<Record<string, PodFacingError>> = {
   ServiceUnavailable: { code: 'ServiceUnavailableException', status: 503, retryable: true },
 };
 
+/** STS refusing the agent's own credentials: /readyz turns not ready until a call succeeds. */
+const NODE_REFUSED = new Set(['ExpiredToken', 'ExpiredTokenException', 'InvalidClientTokenId', 'SignatureDoesNotMatch']);
+
 /** An STS error code as it may be shown: anything else is replaced by the status. */
 const ERROR_CODE = /^[A-Za-z][A-Za-z0-9]{0,63}$/;
 
@@ -215,7 +218,8 @@ function stsError(error: unknown, roleArn: string): unknown {
   const mapped = (name === undefined ? undefined : STS_ERRORS[name]) ?? byStatus(status, name);
   const hint = mapped.hint === undefined ? '' : `: ${mapped.hint}`;
   // STS's own words name the agent's identity (role, instance id): the log gets them, the pod does not.
-  return new AgentError(mapped.code, mapped.status, `STS refused AssumeRole for ${roleArn} with ${name ?? status}${hint}`, { retryable: mapped.retryable, upstreamRequestId, detail });
+  const nodeCredentialsRejected = name !== undefined && NODE_REFUSED.has(name);
+  return new AgentError(mapped.code, mapped.status, `STS refused AssumeRole for ${roleArn} with ${name ?? status}${hint}`, { retryable: mapped.retryable, upstreamRequestId, detail, nodeCredentialsRejected });
 }
 
 function byStatus(status: number, name: string | undefined): PodFacingError {

@@ -52,4 +52,8 @@ export interface UpstreamObserver {
   attemptEnded?(report: AttemptReport): void;
   /** An attempt failed and another follows. */
   retried?(error: AgentError, upstream: string): void;
+  /** An attempt signed with the node's credentials succeeded: the upstream accepts them. */
+  nodeCredentialsAccepted?(upstream: string): void;
+  /** The upstream refused the node's credentials (AgentError.nodeCredentialsRejected). */
+  nodeCredentialsRejected?(error: AgentError, upstream: string): void;
 }
