@@ -11,7 +11,7 @@ import type { Config } from './config/index.ts';
 import { type LoadedKubeConfig, loadKubeConfig } from './k8s/kube-config.ts';
 import { type StartupTaintRemoval, type StartupTaintTiming, removeStartupTaint } from './k8s/node-taint.ts';
 import { monitorEventLoop } from './observability/event-loop.ts';
-import { associationsMetrics, cacheMetrics, endpointMetrics, nodeCredentialsMetrics, observeCache, startupTaintMetrics, upstreamMetrics } from './observability/instrumentation.ts';
+import { associationsMetrics, cacheMetrics, endpointMetrics, nodeCredentialsMetrics, nodeCredentialsRefusal, observeCache, startupTaintMetrics, upstreamMetrics } from './observability/instrumentation.ts';
 import type { Logger } from './observability/logger.ts';
 import { type AgentMetrics, createMetrics } from './observability/metrics.ts';
 import { createRequestLog } from './observability/request-log.ts';
@@ -71,7 +71,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
   const now = deps.now ?? Date.now;
   const metrics = deps.metrics ?? createMetrics();
   const dispatcher = deps.dispatcher ?? new EnvHttpProxyAgent({ keepAliveTimeout: 30_000, connections: 64, connect: { timeout: 500 } });
-  const nodeStatus = new NodeCredentialsStatus(logger);
+  const nodeStatus = new NodeCredentialsStatus(logger, nodeCredentialsRefusal(metrics));
   const credentials = nodeCredentials(deps.credentialProvider, nodeCredentialsMetrics(metrics), nodeStatus);
   const associations =
     config.sts === undefined

@@ -108,10 +108,13 @@ t.test('EKS Auth refusing the node\'s credentials: /readyz 503 with the reason, 
 
   const down = await readyz(probe);
   t.equal(down.status, 503);
+  const gauge = async () => /^pod_identity_node_credentials_refused (\d)$/m.exec(await h.agent.metrics.registry.metrics())?.[1];
+  t.equal(await gauge(), '1', 'pod_identity_node_credentials_refused 1 meanwhile');
   t.match(down.body, { ready: false, checks: { nodeCredentials: { ok: false, error: /^EKS Auth refuses the node's credentials \(UnrecognizedClientException\): The security token/ } } });
 
   t.equal((await h.send({ authorization: token })).status, 200, 'the next call succeeds (nothing was remembered against the token)');
   t.equal((await readyz(probe)).status, 200, 'ready again');
+  t.equal(await gauge(), '0', 'and 0 again');
   const back = h.audit.lines.filter((line) => /refusal of the node's credentials is over/.test(String(line.msg)));
   t.match(back, [{ level: 'info', msg: /a call to EKS Auth with them succeeded/ }], 'said once');
   t.equal(h.audit.lines.filter((line) => /refuses the node's credentials:/.test(String(line.msg))).length, 1, 'still one refusal line');

@@ -105,3 +105,9 @@ export function nodeCredentialsMetrics(metrics: AgentMetrics): (identity: { read
 export function startupTaintMetrics(metrics: AgentMetrics): StartupTaintObserver {
   return (result) => metrics.startupTaintRemovals.inc({ result });
 }
+
+/** pod_identity_node_credentials_refused, set on each transition of NodeCredentialsStatus. */
+export function nodeCredentialsRefusal(metrics: AgentMetrics): (refused: boolean) => void {
+  metrics.nodeCredentialsRefused.set(0);
+  return (refused) => metrics.nodeCredentialsRefused.set(refused ? 1 : 0);
+}

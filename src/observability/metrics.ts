@@ -20,6 +20,8 @@ export interface AgentMetrics {
   readonly upstreamRetries: Counter<'code'>;
   readonly upstreamInflight: Gauge;
   readonly nodeCredentialsExpiry: Gauge;
+  /** 1 while the upstream refuses the node's own credentials (the agent is then not ready). */
+  readonly nodeCredentialsRefused: Gauge;
   /** 1 when the last /readyz found this agent answering on the pods' path to the address, else 0. */
   readonly endpointReady: Gauge<'address'>;
   /** STS upstream: associations in force, and refused, by source (file or configmap). */
@@ -134,6 +136,11 @@ export function createMetrics(options: { readonly defaultMetrics?: boolean } = {
       name: 'pod_identity_endpoint_ready',
       help: 'Whether the last readiness check found this agent answering where pods connect (bind host and pod port, through the node\'s redirect): 1 yes, 0 no (nothing there, or another workload answering)',
       labelNames: ['address'],
+      registers,
+    }),
+    nodeCredentialsRefused: new Gauge({
+      name: 'pod_identity_node_credentials_refused',
+      help: '1 while the upstream (EKS Auth or STS) refuses the node\'s own credentials (unknown keys, a bad signature, an expired session, the node role without the permission): the agent is not ready; 0 otherwise',
       registers,
     }),
     nodeCredentialsExpiry: new Gauge({

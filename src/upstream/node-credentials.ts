@@ -41,6 +41,7 @@ interface Rejection {
  */
 export class NodeCredentialsStatus {
   readonly #logger: Logger;
+  readonly #onChange: (refused: boolean) => void;
   #rejection: Rejection | undefined;
   #keyId: string | undefined;
   /** What the upstream layers report to (retry.ts calls it for each attempt). */
@@ -49,8 +50,10 @@ export class NodeCredentialsStatus {
     nodeCredentialsRejected: (error, upstream) => this.#rejected(error, upstream),
   };
 
-  constructor(logger: Logger) {
+  /** onChange: each transition, for the metric (observability/instrumentation.ts). */
+  constructor(logger: Logger, onChange: (refused: boolean) => void = () => {}) {
     this.#logger = logger;
+    this.#onChange = onChange;
   }
 
   /** Why the upstream refuses the node's credentials; undefined while it takes them. */
@@ -68,6 +71,7 @@ export class NodeCredentialsStatus {
     if (this.#rejection !== undefined) return;
     const reason = `${upstream} refuses the node's credentials (${error.code}): ${error.message}`;
     this.#rejection = { reason, upstream, keyId: this.#keyId, since: Date.now() };
+    this.#onChange(true);
     this.#logger.error(
       { code: error.code, message: error.message, detail: error.detail, upstreamRequestId: error.upstreamRequestId },
       `${upstream} refuses the node's credentials: not ready until a call with them succeeds or they are refreshed (the requests failing meanwhile log at debug)`,
@@ -78,6 +82,7 @@ export class NodeCredentialsStatus {
     const rejection = this.#rejection;
     if (rejection === undefined) return;
     this.#rejection = undefined;
+    this.#onChange(false);
     this.#logger.info({ refusedForMs: Date.now() - rejection.since }, `${rejection.upstream} refusal of the node's credentials is over (${why}): ready again`);
   }
 }
