@@ -13,6 +13,13 @@ const latencies: number[] = [];
 const origin = new URL(url).origin;
 await Promise.all(tokens.map(() => request(`${origin}/`, { dispatcher }).then((response) => response.body.dump())));
 
+// With a third argument `--handshake`: says "opened" on stdout once the connections are up and waits
+// for a line on stdin before the burst, so that the caller can read the server's CPU over the burst alone.
+if (process.argv[4] === '--handshake') {
+  process.stdout.write('opened\n');
+  await new Promise((resolve) => process.stdin.once('data', resolve));
+  process.stdin.unref();
+}
 const cpuBefore = process.cpuUsage();
 await Promise.all(
   tokens.map(async (token) => {

@@ -4,17 +4,16 @@
 // Baselines from the same run: the upstream latency the agent itself observed (its metrics), the
 // configured 50 ms, and a bare server that answers every request after exactly 50 ms under the same
 // burst (the ideal agent, whose every request costs one upstream round trip and nothing else).
-// Server CPU is read from /proc/PID/stat over each burst; the same burst once more, all hits,
-// measures what the connections and the 1,000 answers cost, so that the difference is the misses'.
+// Server CPU is read from /proc/PID/stat over each burst, its connections' setup excluded; the same
+// burst once more, all hits, measures what the 1,000 answers cost, so that the difference is the misses'.
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { burst, cpuSeconds, report, round, scrape, startAgent, startBareServer, startEmulatorProcess } from './lib.ts';
+import { type BurstResult, burstWithHandshake, cpuSeconds, report, round, scrape, startAgent, startBareServer, startEmulatorProcess } from './lib.ts';
 
 const REQUESTS = 1000;
 const IDENTITIES = 100;
 const UPSTREAM_LATENCY_MS = 50;
 
-type Burst = Awaited<ReturnType<typeof burst>>;
 
 export async function coldBurst(): Promise<void> {
   const emulator = await startEmulatorProcess(IDENTITIES);
@@ -24,30 +23,34 @@ export async function coldBurst(): Promise<void> {
   // Interleaved, so that each token's requests arrive spread through the burst.
   const load = Array.from({ length: REQUESTS }, (_, i) => emulator.tokens[i % IDENTITIES] as string);
   const pid = agent.child.pid!;
-  let baseline: Burst;
-  let cold: Burst;
-  let warm: Burst;
+  let baseline: BurstResult;
+  let cold: BurstResult;
+  let warm: BurstResult;
   let coldCpu: number;
   let warmCpu: number;
   let idealCpu: number;
   let emulatorCpu: number;
   let calls: number;
+  let emulatorAfter: Awaited<ReturnType<typeof emulator.stats>>;
+  let burstStart: number;
   let samples: Map<string, number>;
   try {
-    let before = cpuSeconds(ideal.child.pid!);
-    baseline = await burst(ideal.url, load, file);
+    let before = 0;
+    baseline = await burstWithHandshake(ideal.url, load, file, () => (before = cpuSeconds(ideal.child.pid!)));
     idealCpu = cpuSeconds(ideal.child.pid!) - before;
     await emulator.setLatency(UPSTREAM_LATENCY_MS);
     const emulatorBefore = await emulator.stats();
-    before = cpuSeconds(pid);
-    cold = await burst(agent.url, load, file);
+    burstStart = 0;
+    cold = await burstWithHandshake(agent.url, load, file, () => {
+      before = cpuSeconds(pid);
+      burstStart = Date.now();
+    });
     coldCpu = cpuSeconds(pid) - before;
-    const emulatorAfter = await emulator.stats();
+    emulatorAfter = await emulator.stats();
     calls = emulatorAfter.calls - emulatorBefore.calls;
     emulatorCpu = emulatorAfter.cpuSeconds - emulatorBefore.cpuSeconds;
     samples = await scrape(agent.metricsUrl);
-    before = cpuSeconds(pid);
-    warm = await burst(agent.url, load, file);
+    warm = await burstWithHandshake(agent.url, load, file, () => (before = cpuSeconds(pid)));
     warmCpu = cpuSeconds(pid) - before;
   } finally {
     await Promise.all([agent.stop(), ideal.stop(), emulator.stop()]);
@@ -67,7 +70,9 @@ export async function coldBurst(): Promise<void> {
       upstreamLatencyMs: UPSTREAM_LATENCY_MS,
       upstreamCalls: calls,
       exchanges: misses,
-      retriesAfterTimeouts: retries,
+      retries,
+      retriesByCode: Object.fromEntries([...samples].filter(([name]) => name.startsWith('pod_identity_upstream_retries_total')).map(([name, n]) => [/code="([^"]*)"/.exec(name)?.[1] ?? name, n])),
+      upstreamAttemptsByCode: Object.fromEntries([...samples].filter(([name]) => name.startsWith('pod_identity_upstream_request_duration_seconds_count')).map(([name, n]) => [/code="([^"]*)"/.exec(name)?.[1] ?? name, n])),
       statuses: cold.statuses,
       p50Ms: round(cold.p50Ms),
       p99Ms: round(cold.p99Ms),
@@ -84,6 +89,9 @@ export async function coldBurst(): Promise<void> {
       emulatorCpuMs: round(emulatorCpu * 1000),
       clientCpuMs: { ideal: round(baseline.clientCpuSeconds * 1000), cold: round(cold.clientCpuSeconds * 1000), warm: round(warm.clientCpuSeconds * 1000) },
       warmP99Ms: round(warm.p99Ms),
+      emulatorHandledMs: { p50: round(emulatorAfter.handledP50Ms), p99: round(emulatorAfter.handledP99Ms) },
+      // Arrivals at the emulator, ms after the burst was let go (its connections already open).
+      emulatorArrivalsMs: { first: emulatorAfter.firstArrival - burstStart, last: emulatorAfter.lastArrival - burstStart },
       targets: { upstreamCalls: IDENTITIES, p99OverObservedUpstream: '<= 2' },
     },
     [
@@ -93,6 +101,7 @@ export async function coldBurst(): Promise<void> {
       { measure: 'p50 ms', agent: round(cold.p50Ms), 'ideal (bare, 50 ms)': round(baseline.p50Ms), target: '' },
       { measure: 'p99 ms', agent: round(cold.p99Ms), 'ideal (bare, 50 ms)': round(baseline.p99Ms), target: `<= ${round(2 * upstreamMeanMs)} (2x observed)` },
       { measure: 'upstream call as the agent saw it, mean ms', agent: round(upstreamMeanMs), 'ideal (bare, 50 ms)': UPSTREAM_LATENCY_MS, target: '' },
+      { measure: 'upstream call inside the emulator, p50 / p99 ms', agent: `${round(emulatorAfter.handledP50Ms)} / ${round(emulatorAfter.handledP99Ms)}`, 'ideal (bare, 50 ms)': '', target: '' },
       { measure: 'p99 / observed upstream', agent: round(cold.p99Ms / upstreamMeanMs), 'ideal (bare, 50 ms)': '', target: '<= 2' },
       { measure: 'p99 / configured 50 ms', agent: round(cold.p99Ms / UPSTREAM_LATENCY_MS), 'ideal (bare, 50 ms)': round(baseline.p99Ms / UPSTREAM_LATENCY_MS), target: '' },
       { measure: 'server CPU over the burst, ms', agent: round(coldCpu * 1000), 'ideal (bare, 50 ms)': round(idealCpu * 1000), target: '' },

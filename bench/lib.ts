@@ -5,6 +5,7 @@ import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_pro
 import { mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { once } from 'node:events';
 import { promisify } from 'node:util';
 import { request } from 'undici';
 import { type EmulatedCluster, startEmulatedCluster } from '../test/emulator/emulated-cluster.ts';
@@ -73,14 +74,26 @@ export async function startAgent(cluster: AgentUpstream, extraArgs: string[] = [
   return { child, url: `http://127.0.0.1:${credentials}/v1/credentials`, metricsUrl: `http://127.0.0.1:${metrics}/metrics`, stop: () => stop(child) };
 }
 
+export interface EmulatorStats {
+  readonly calls: number;
+  readonly ok: number;
+  readonly cpuSeconds: number;
+  /** Since the previous stats(): each call's time inside the emulator (arrival to answer, the injected latency included). */
+  readonly handledP50Ms: number;
+  readonly handledP99Ms: number;
+  /** Since the previous stats(): when the first and the last call arrived, epoch ms. */
+  readonly firstArrival: number;
+  readonly lastArrival: number;
+}
+
 export interface EmulatorProcess extends AgentUpstream {
   readonly child: ChildProcess;
   /** Tokens for bench/app, pods pod-0 to pod-(count-1), issued by the emulator process's own key. */
   readonly tokens: readonly string[];
   /** Every later EKS Auth call waits `ms` before it is checked and answered. */
   setLatency(ms: number): Promise<void>;
-  /** Calls the emulator has handled (and how many answered 200), and the CPU its process has used. */
-  stats(): Promise<{ calls: number; ok: number; cpuSeconds: number }>;
+  /** Calls the emulator has handled (and how many answered 200), the CPU its process has used, and timings. */
+  stats(): Promise<EmulatorStats>;
   stop(): Promise<void>;
 }
 
@@ -120,7 +133,7 @@ export async function startEmulatorProcess(tokenCount: number): Promise<Emulator
     emulator: { url: ready.url },
     tokens,
     setLatency: async (ms) => void (await ask(`latency ${ms}`)),
-    stats: async () => JSON.parse(await ask('stats')) as { calls: number; ok: number; cpuSeconds: number },
+    stats: async () => JSON.parse(await ask('stats')) as EmulatorStats,
     stop: () => stop(child),
   };
 }
@@ -273,6 +286,32 @@ export async function burst(url: string, tokens: readonly string[], tokenFile: s
   await writeFile(tokenFile, JSON.stringify(tokens));
   const { stdout } = await run(NODE, [`${ROOT}bench/burst-client.ts`, url, tokenFile], { maxBuffer: 64 * 1024 * 1024 });
   return JSON.parse(stdout);
+}
+
+export type BurstResult = Awaited<ReturnType<typeof burst>>;
+
+/**
+ * burst(), with `onOpened` run after the client has opened its connections and before it sends the
+ * burst: what the server does in between (reading its CPU, say) excludes the connections' setup.
+ */
+export async function burstWithHandshake(url: string, tokens: readonly string[], tokenFile: string, onOpened: () => void): Promise<BurstResult> {
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(tokenFile, JSON.stringify(tokens));
+  const child = spawn(NODE, [`${ROOT}bench/burst-client.ts`, url, tokenFile, '--handshake'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let text = '';
+  let opened = false;
+  child.stdout!.on('data', (chunk: Buffer) => {
+    text += chunk.toString();
+    if (!opened && text.startsWith('opened\n')) {
+      opened = true;
+      text = text.slice('opened\n'.length);
+      onOpened();
+      child.stdin!.end('go\n');
+    }
+  });
+  const [code] = (await once(child, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`the burst client exited with ${code}`);
+  return JSON.parse(text) as BurstResult;
 }
 
 export function rssBytes(pid: number): number {
