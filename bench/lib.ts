@@ -53,14 +53,14 @@ export interface AgentProcess {
   stop(): Promise<void>;
 }
 
+/** What startAgent reads of a cluster: an emulator in this process (EmulatedCluster) or in its own (EmulatorProcess). */
+export type AgentUpstream = Pick<EmulatedCluster, 'clusterName' | 'region' | 'nodeCredentials'> & { readonly emulator: { readonly url: string } };
+
 /**
  * The bundled CLI, exactly as the image runs it (its NODE_OPTIONS and compile cache), logging at info
  * to /dev/null. Every port is 0: the system picks free ones and keeps them, and they are read back
  * from the process's listening sockets (its log goes to /dev/null, and says nothing at -v warn).
  */
-/** What startAgent reads of a cluster: an emulator in this process (EmulatedCluster) or in its own (EmulatorProcess). */
-export type AgentUpstream = Pick<EmulatedCluster, 'clusterName' | 'region' | 'nodeCredentials'> & { readonly emulator: { readonly url: string } };
-
 export async function startAgent(cluster: AgentUpstream, extraArgs: string[] = []): Promise<AgentProcess> {
   const devNull = openSync('/dev/null', 'w');
   // One load process stands for many pods: lift the per-address miss budget, or it would be measured instead.
