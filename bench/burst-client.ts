@@ -13,6 +13,14 @@ const latencies: number[] = [];
 const origin = new URL(url).origin;
 await Promise.all(tokens.map(() => request(`${origin}/`, { dispatcher }).then((response) => response.body.dump())));
 
+// With a third argument `--handshake`: says "opened" on stdout once the connections are up and waits
+// for a line on stdin before the burst, so that the caller can read the server's CPU over the burst alone.
+if (process.argv[4] === '--handshake') {
+  process.stdout.write('opened\n');
+  await new Promise((resolve) => process.stdin.once('data', resolve));
+  process.stdin.unref();
+}
+const cpuBefore = process.cpuUsage();
 await Promise.all(
   tokens.map(async (token) => {
     const started = performance.now();
@@ -27,7 +35,9 @@ await Promise.all(
     latencies.push(performance.now() - started);
   }),
 );
+// This process's own CPU over the timed part: on two cores, what it takes is not the server's.
+const cpu = process.cpuUsage(cpuBefore);
 latencies.sort((a, b) => a - b);
 const at = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0;
-process.stdout.write(JSON.stringify({ statuses, p50Ms: at(50), p99Ms: at(99), maxMs: latencies.at(-1) ?? 0 }));
+process.stdout.write(JSON.stringify({ statuses, p50Ms: at(50), p99Ms: at(99), maxMs: latencies.at(-1) ?? 0, clientCpuSeconds: (cpu.user + cpu.system) / 1e6 }));
 await dispatcher.close();

@@ -2,9 +2,10 @@
 // processes of their own and the load comes from yet another, so no two share an event loop.
 // BENCH_SERVER_NODE_OPTIONS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") goes to the servers under test.
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { once } from 'node:events';
 import { promisify } from 'node:util';
 import { request } from 'undici';
 import { type EmulatedCluster, startEmulatedCluster } from '../test/emulator/emulated-cluster.ts';
@@ -52,12 +53,15 @@ export interface AgentProcess {
   stop(): Promise<void>;
 }
 
+/** What startAgent reads of a cluster: an emulator in this process (EmulatedCluster) or in its own (EmulatorProcess). */
+export type AgentUpstream = Pick<EmulatedCluster, 'clusterName' | 'region' | 'nodeCredentials'> & { readonly emulator: { readonly url: string } };
+
 /**
  * The bundled CLI, exactly as the image runs it (its NODE_OPTIONS and compile cache), logging at info
  * to /dev/null. Every port is 0: the system picks free ones and keeps them, and they are read back
  * from the process's listening sockets (its log goes to /dev/null, and says nothing at -v warn).
  */
-export async function startAgent(cluster: EmulatedCluster, extraArgs: string[] = []): Promise<AgentProcess> {
+export async function startAgent(cluster: AgentUpstream, extraArgs: string[] = []): Promise<AgentProcess> {
   const devNull = openSync('/dev/null', 'w');
   // One load process stands for many pods: lift the per-address miss budget, or it would be measured instead.
   const args = ['--max-client-miss-qps', '100000', '--max-client-miss-burst', '100000', '--cluster-name', cluster.clusterName, '--region', cluster.region, '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', ...extraArgs];
@@ -68,6 +72,70 @@ export async function startAgent(cluster: EmulatedCluster, extraArgs: string[] =
   const { credentials, probe, metrics } = await agentPorts(child);
   await waitUntilUp(`http://127.0.0.1:${probe}/healthz`);
   return { child, url: `http://127.0.0.1:${credentials}/v1/credentials`, metricsUrl: `http://127.0.0.1:${metrics}/metrics`, stop: () => stop(child) };
+}
+
+export interface EmulatorStats {
+  readonly calls: number;
+  readonly ok: number;
+  readonly cpuSeconds: number;
+  /** Since the previous stats(): each call's time inside the emulator (arrival to answer, the injected latency included). */
+  readonly handledP50Ms: number;
+  readonly handledP99Ms: number;
+  /** Since the previous stats(): when the first and the last call arrived, epoch ms. */
+  readonly firstArrival: number;
+  readonly lastArrival: number;
+}
+
+export interface EmulatorProcess extends AgentUpstream {
+  readonly child: ChildProcess;
+  /** Tokens for bench/app, pods pod-0 to pod-(count-1), issued by the emulator process's own key. */
+  readonly tokens: readonly string[];
+  /** Every later EKS Auth call waits `ms` before it is checked and answered. */
+  setLatency(ms: number): Promise<void>;
+  /** Calls the emulator has handled (and how many answered 200), the CPU its process has used, and timings. */
+  stats(): Promise<EmulatorStats>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The EKS Auth emulator in a child process of its own (bench/emulator-process.ts), so that its SigV4
+ * and token checks do not take the benchmark's event loop; it issues `tokenCount` tokens at start.
+ */
+export async function startEmulatorProcess(tokenCount: number): Promise<EmulatorProcess> {
+  const tokenFile = join(mkdtempSync(join(tmpdir(), 'pia-emulator-')), 'tokens.json');
+  const child = spawn(NODE, [`${ROOT}bench/emulator-process.ts`, String(tokenCount), tokenFile], { stdio: ['pipe', 'pipe', 'inherit'], env: { PATH: process.env.PATH ?? '' } });
+  const pending: ((line: string) => void)[] = [];
+  const first = new Promise<string>((resolve, reject) => {
+    pending.push(resolve);
+    child.once('exit', (code) => reject(new Error(`the emulator process exited with ${code}`)));
+  });
+  let text = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    text += chunk.toString();
+    for (let end = text.indexOf('\n'); end !== -1; end = text.indexOf('\n')) {
+      const line = text.slice(0, end);
+      text = text.slice(end + 1);
+      pending.shift()?.(line);
+    }
+  });
+  const ask = (command: string) => new Promise<string>((resolve) => {
+    pending.push(resolve);
+    child.stdin!.write(`${command}\n`);
+  });
+  const ready = JSON.parse(await first) as Pick<EmulatorProcess, 'clusterName' | 'region' | 'nodeCredentials'> & { url: string };
+  const tokens = JSON.parse(readFileSync(tokenFile, 'utf8')) as string[];
+  rmSync(dirname(tokenFile), { recursive: true });
+  return {
+    child,
+    clusterName: ready.clusterName,
+    region: ready.region,
+    nodeCredentials: ready.nodeCredentials,
+    emulator: { url: ready.url },
+    tokens,
+    setLatency: async (ms) => void (await ask(`latency ${ms}`)),
+    stats: async () => JSON.parse(await ask('stats')) as EmulatorStats,
+    stop: () => stop(child),
+  };
 }
 
 /** A bare node:http server answering a fixed body: the ceiling the agent is measured against. */
@@ -213,11 +281,37 @@ export async function autocannon(url: string, options: { connections: number; se
 }
 
 /** Runs bench/burst-client.ts in its own process: every request at once, one per token in `tokens`. */
-export async function burst(url: string, tokens: readonly string[], tokenFile: string): Promise<{ statuses: Record<string, number>; p50Ms: number; p99Ms: number; maxMs: number }> {
+export async function burst(url: string, tokens: readonly string[], tokenFile: string): Promise<{ statuses: Record<string, number>; p50Ms: number; p99Ms: number; maxMs: number; clientCpuSeconds: number }> {
   const { writeFile } = await import('node:fs/promises');
   await writeFile(tokenFile, JSON.stringify(tokens));
   const { stdout } = await run(NODE, [`${ROOT}bench/burst-client.ts`, url, tokenFile], { maxBuffer: 64 * 1024 * 1024 });
   return JSON.parse(stdout);
+}
+
+export type BurstResult = Awaited<ReturnType<typeof burst>>;
+
+/**
+ * burst(), with `onOpened` run after the client has opened its connections and before it sends the
+ * burst: what the server does in between (reading its CPU, say) excludes the connections' setup.
+ */
+export async function burstWithHandshake(url: string, tokens: readonly string[], tokenFile: string, onOpened: () => void): Promise<BurstResult> {
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(tokenFile, JSON.stringify(tokens));
+  const child = spawn(NODE, [`${ROOT}bench/burst-client.ts`, url, tokenFile, '--handshake'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let text = '';
+  let opened = false;
+  child.stdout!.on('data', (chunk: Buffer) => {
+    text += chunk.toString();
+    if (!opened && text.startsWith('opened\n')) {
+      opened = true;
+      text = text.slice('opened\n'.length);
+      onOpened();
+      child.stdin!.end('go\n');
+    }
+  });
+  const [code] = (await once(child, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`the burst client exited with ${code}`);
+  return JSON.parse(text) as BurstResult;
 }
 
 export function rssBytes(pid: number): number {

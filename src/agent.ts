@@ -70,7 +70,8 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
   const { logger } = deps;
   const now = deps.now ?? Date.now;
   const metrics = deps.metrics ?? createMetrics();
-  const dispatcher = deps.dispatcher ?? new EnvHttpProxyAgent({ keepAliveTimeout: 30_000, connections: 64, connect: { timeout: 500 } });
+  // One connection per concurrent miss, up to a full node's pods: a miss queued in the pool spends its 500 ms attempt there (bench/README.md, Cold burst).
+  const dispatcher = deps.dispatcher ?? new EnvHttpProxyAgent({ keepAliveTimeout: 30_000, connections: 256, connect: { timeout: 500 } });
   const nodeStatus = new NodeCredentialsStatus(logger, nodeCredentialsRefusal(metrics));
   const credentials = nodeCredentials(deps.credentialProvider, nodeCredentialsMetrics(metrics), nodeStatus);
   const associations =
