@@ -2,7 +2,7 @@ import type { Server } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
-import { type Dispatcher, EnvHttpProxyAgent } from 'undici';
+import type { Dispatcher } from 'undici';
 import { accountKey } from './associations/association-table.ts';
 import { type WatchedAssociations, watchAssociations } from './associations/watch.ts';
 import { CredentialCache } from './cache/credential-cache.ts';
@@ -22,7 +22,7 @@ import { type ProbeFile, writeProbeFile } from './server/probe-file.ts';
 import { type ProbeOptions, createProbeHandler, readiness } from './server/probe-handler.ts';
 import { type Trust, setUpTrust } from './trust/index.ts';
 import { createIdentityResolver } from './trust/request-identity.ts';
-import { type UpstreamSettings, createUpstream } from './upstream/index.ts';
+import { type UpstreamSettings, createUpstream, upstreamDispatcher } from './upstream/index.ts';
 import { NodeCredentialsStatus, nodeCredentials } from './upstream/node-credentials.ts';
 import type { RetryPolicy } from './upstream/retry.ts';
 import { untilResolved } from './upstream/wait-credentials.ts';
@@ -70,8 +70,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
   const { logger } = deps;
   const now = deps.now ?? Date.now;
   const metrics = deps.metrics ?? createMetrics();
-  // One connection per concurrent miss, up to a full node's pods: a miss queued in the pool spends its 500 ms attempt there (bench/README.md, Cold burst).
-  const dispatcher = deps.dispatcher ?? new EnvHttpProxyAgent({ keepAliveTimeout: 30_000, connections: 256, connect: { timeout: 500 } });
+  const dispatcher = deps.dispatcher ?? upstreamDispatcher();
   const nodeStatus = new NodeCredentialsStatus(logger, nodeCredentialsRefusal(metrics));
   const credentials = nodeCredentials(deps.credentialProvider, nodeCredentialsMetrics(metrics), nodeStatus);
   const associations =
