@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import { CommandError, run } from './command.ts';
 
@@ -43,6 +44,41 @@ export async function ensureRedirect(targets: readonly RedirectTarget[], port: n
   // replacement on every later check.
   if (!holds(await listTable(), targets, port)) throw new Error(`nft lists table inet ${TABLE} differently than it was written`);
   return true;
+}
+
+/** Whether the table holds the redirect of these targets to this port, exactly. */
+export async function redirectInPlace(targets: readonly RedirectTarget[], port: number): Promise<boolean> {
+  return holds(await listTable(), targets, port);
+}
+
+/** Deletes the table (the redirect and nothing else); false when there was none. */
+export async function removeRedirect(): Promise<boolean> {
+  try {
+    await run('nft', ['delete', 'table', 'inet', TABLE]);
+    return true;
+  } catch (error) {
+    if (error instanceof CommandError && /no such file or directory/i.test(error.stderr)) return false;
+    throw error;
+  }
+}
+
+/**
+ * Whether something accepts TCP connections on host:port: the redirect may only point at a port
+ * that is served (a pod sent to an unserved port fails, while whatever binds port 80 directly, such
+ * as the EKS add-on, would have answered it). A connect and a close, without a request: the agent
+ * neither logs nor counts it.
+ */
+export function portAnswers(host: string, port: number, timeoutMs = 1000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port, timeout: timeoutMs });
+    const done = (answered: boolean) => {
+      socket.destroy();
+      resolve(answered);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('timeout', () => done(false));
+    socket.once('error', () => done(false));
+  });
 }
 
 /** The table as nft input. Its comment is for people (`nft list table`); the check reads the rules. */
