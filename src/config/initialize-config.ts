@@ -32,7 +32,7 @@ export const INITIALIZE_FLAGS = {
   'redirect-port': {
     type: 'string',
     value: 'N',
-    help: 'redirect TCP port 80 of the addresses to N (nftables), for an agent that runs unprivileged on port N, once something answers on N (never before)',
+    help: 'redirect TCP port 80 of the addresses to N (nftables), for an agent that runs unprivileged on port N, once something answers on N (never before); with --remove: the agent\'s port, whose listeners do not keep the link',
     parse: parseRedirectPort,
   },
   'proc-sys': {
