@@ -21,7 +21,7 @@ async function until(what: string, holds: () => boolean | Promise<boolean>, ms =
   }
 }
 
-const progress = (client: NamespacedProcess): number => Number(/progress (\d+)\n(?!.*progress)/s.exec(client.output())?.[1] ?? 0);
+const progress = (client: NamespacedProcess): number => Number(/progress (\d+)[^\n]*\n(?!.*progress)/s.exec(client.output())?.[1] ?? 0);
 /** Some more requests answered, over every path: the client's loops keep running through the step. */
 const more = async (client: NamespacedProcess, n = 200) => {
   const from = progress(client);

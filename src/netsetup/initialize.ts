@@ -46,11 +46,12 @@ export interface Link {
  * state first and changes only what is missing, so a second run changes nothing. IPv4 failures
  * throw; IPv6 failures (IPv6 disabled on the node) are warnings.
  */
-export async function initialize(options: InitializeOptions): Promise<InitializeReport> {
+export async function initialize(options: InitializeOptions, watching = false): Promise<InitializeReport> {
   // Logged as they happen, so that a failure's line follows the steps that did succeed.
   const report = await applySetup(options, (change) => options.log('info', change));
   if (report.waitingForAgent) {
-    options.log('info', `not redirecting port 80 yet: nothing answers on ${IPV4_ADDRESS}:${options.redirectPort} (initialize --watch redirects it once something does)`);
+    const nothing = `nothing answers on ${IPV4_ADDRESS}:${options.redirectPort} yet`;
+    options.log('info', watching ? `the redirect waits for the agent: ${nothing}` : `not redirecting port 80: ${nothing} (initialize --watch redirects it once something does)`);
   }
   if (report.changes.length === 0) options.log('info', 'node already set up: nothing changed');
   return report;

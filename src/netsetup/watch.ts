@@ -32,7 +32,7 @@ const DEFAULT_AGENT_POLL_MS = 250;
  */
 export async function watch(options: WatchOptions): Promise<void> {
   if (options.handoverDir !== undefined) await resetHandover(options.handoverDir);
-  const first = await initialize(options);
+  const first = await initialize(options, true);
   if (options.signal.aborted) return;
   const pollMs = options.pollIntervalMs ?? DEFAULT_POLL_MS;
   const checks = scheduleChecks(options, pollMs, options.debounceMs ?? DEFAULT_DEBOUNCE_MS, first.waitingForAgent);
