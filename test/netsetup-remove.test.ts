@@ -41,6 +41,8 @@ async function makeNode(t: Test, suffix: string) {
     // Per network namespace: read from inside the node's.
     migrateReq: async () => (await sh('cat', '/proc/sys/net/ipv4/tcp_migrate_req')).trim(),
     hasTable: async () => (await sh('nft', 'list', 'tables')).includes('inet pod_identity_agent'),
+    /** A redirect rule in the node's ruleset (the hand-over leaves the table's chains, empty). */
+    redirects: async () => / dnat /.test(await sh('nft', 'list', 'ruleset')),
     link: () => sh('ip', '-details', 'link', 'show', 'dev', 'pod-id-link0').then((out) => out, () => undefined),
   };
 }
@@ -117,11 +119,11 @@ t.test('the redirect waits for its port to answer; the hand-over when this pod\'
 
   const watcher = await startWatcher(t, n.node, dir, PORT);
   await eventually(() => watcher.output().includes('the redirect waits for the agent'), 'the watcher waiting for the agent');
-  t.equal(await n.hasTable(), false, 'no redirect while nothing serves the port');
+  t.equal(await n.redirects(), false, 'no redirect while nothing serves the port');
   t.match(await fromPod.ask(ENDPOINTS[0]!), /^no answer: ECONNREFUSED$/, 'port 80 is refused at once, not redirected to nowhere');
   const agent = await startHttpServer(t, n.node, AGENT, PORT, ['169.254.170.23', 'fd00:ec2::23']);
   await eventually(() => watcher.output().includes('redirected port 80 to it'), 'the redirect once the agent answers');
-  t.equal(await n.hasTable(), true, 'the table appears');
+  t.equal(await n.redirects(), true, 'the redirect appears');
   t.same(await Promise.all(ENDPOINTS.map((url) => fromPod.ask(url))), [AGENT, AGENT]);
 
   // This pod's agent did not run its preStop (not running): every listener is another's, and one
@@ -131,7 +133,7 @@ t.test('the redirect waits for its port to answer; the hand-over when this pod\'
   t.equal((await readFile(join(dir, 'handed-over'), 'utf8')).trim(), 'kept');
   t.match(watcher.output(), /did not report its sockets/);
   t.match(watcher.output(), /another agent listens on port 2704: the redirect stays for it/);
-  t.equal(await n.hasTable(), true);
+  t.equal(await n.redirects(), true);
 
   // Nothing listens: the redirect goes, the link stays (a refusal at port 80, not a timeout).
   agent.child.kill('SIGTERM');
@@ -141,7 +143,10 @@ t.test('the redirect waits for its port to answer; the hand-over when this pod\'
   last.child.kill('SIGTERM');
   t.equal(await last.exited, 0);
   t.equal((await readFile(join(dir, 'handed-over'), 'utf8')).trim(), 'removed');
-  t.equal(await n.hasTable(), false, 'the redirect is gone');
+  t.equal(await n.redirects(), false, 'the redirect is gone');
+  t.equal(await n.hasTable(), true, 'its table stays, empty, keeping the translation of connections already redirected');
   t.ok(await n.link(), 'the link stays');
   t.match(await fromPod.ask(ENDPOINTS[0]!), /^no answer: ECONNREFUSED$/);
+  t.match(await n.cli('--remove'), /removed the redirect of port 80/, '--remove deletes the table');
+  t.equal(await n.hasTable(), false);
 });

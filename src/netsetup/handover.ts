@@ -2,7 +2,7 @@ import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { IPV4_ADDRESS, IPV6_ADDRESS } from './initialize.ts';
 import { listeningSockets } from './listeners.ts';
-import { removeRedirect } from './port-redirect.ts';
+import { releaseRedirect } from './port-redirect.ts';
 
 /**
  * The files of the hand-over, in a directory the agent's container shares with the watcher's (an
@@ -31,8 +31,9 @@ export async function resetHandover(dir: string): Promise<void> {
 
 /**
  * On the watcher's SIGTERM, before the agent stops listening: if no other agent of this kind listens
- * on the agent's port, the redirect goes (only the redirect: the link stays, so that a connection to
- * port 80 with nobody there is refused at once rather than timing out), and pods' new connections
+ * on the agent's port, the redirect goes (only its rules: the link stays, so that a connection to
+ * port 80 with nobody there is refused at once rather than timing out; so does the table, empty, see
+ * releaseRedirect), and pods' new connections
  * reach whatever binds port 80 directly (the EKS add-on, during a switch back), while the agent still
  * answers those already sent to it. Another agent is another listening socket on the port in the
  * kernel's table (a surge rollout's other pod); this pod's agent is told apart by its sockets' inodes
@@ -50,7 +51,7 @@ export async function handOver(options: HandoverOptions): Promise<'removed' | 'k
       outcome = 'kept';
       options.log('info', `another agent listens on port ${options.port}: the redirect stays for it`, { otherListeners: others.length, ownListeners: own.size });
     } else {
-      const removed = await removeRedirect();
+      const removed = await releaseRedirect();
       outcome = 'removed';
       options.log('info', `no other agent listens on port ${options.port}: ${removed ? 'removed' : 'there was no'} redirect, so that new connections to port 80 reach whatever listens there itself`, {
         ownListeners: own.size,

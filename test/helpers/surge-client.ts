@@ -44,7 +44,7 @@ async function loop(host: string, keepAlive: boolean): Promise<void> {
     if (result.key !== undefined) counts.byKey[`${result.key} ${name}`] = (counts.byKey[`${result.key} ${name}`] ?? 0) + 1;
     if (!result.ok) {
       counts.failures++;
-      if (counts.errors.length < 20) counts.errors.push(`${name}: ${result.error}`);
+      if (counts.errors.length < 20) counts.errors.push(`${name}: ${result.error} (request ${counts.requests})`);
     }
   }
   if (agent !== false) agent.destroy();
