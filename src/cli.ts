@@ -12,6 +12,7 @@ if (!supportedNode(process.versions.node)) {
 const { default: pino } = await import('pino');
 const { ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } = await import('./config/index.ts');
 const { initialize } = await import('./netsetup/initialize.ts');
+const { remove } = await import('./netsetup/remove.ts');
 const { watch } = await import('./netsetup/watch.ts');
 const { formatDuration } = await import('./duration.ts');
 const { createLogger } = await import('./observability/logger.ts');
@@ -134,8 +135,12 @@ async function initializeNode(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const logger = createLogger({ level: parsed.config.logLevel, destination: pino.destination({ dest: 1, sync: true }) });
-  logger.info({ version: VERSION, config: parsed.config }, 'initializing node');
+  logger.info({ version: VERSION, config: parsed.config }, parsed.config.remove ? "removing the agent's node set-up" : 'initializing node');
   const log = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => logger[level](fields ?? {}, message);
+  if (parsed.config.remove) {
+    await remove({ ...parsed.config, log });
+    return 0;
+  }
   if (!parsed.config.watch) {
     await initialize({ ...parsed.config, log });
     return 0;
@@ -143,7 +148,7 @@ async function initializeNode(argv: readonly string[]): Promise<number> {
   // Listening before the first pass: a SIGTERM then still ends the watcher with 0, not by the signal.
   const stop = new AbortController();
   void waitForSignal().then((signal) => {
-    logger.info({ signal }, 'stopping the watcher; the set-up stays in place');
+    logger.info({ signal }, 'stopping the watcher');
     stop.abort();
   });
   await watch({ ...parsed.config, log, signal: stop.signal });

@@ -150,8 +150,20 @@ t.test('Go-style durations', async (t) => {
 
 t.test('initialize flags: defaults, and every bad flag named at once', async (t) => {
   const { parseInitializeArgs } = await import('../src/config/index.ts');
-  t.same(parseInitializeArgs([]).config, { ipv6: true, linkType: 'auto', redirectPort: undefined, procSys: '/proc/sys', watch: false, logLevel: 'info' });
-  t.same(parseInitializeArgs(['--no-ipv6', '--link-type', 'veth', '--redirect-port', '2704', '--watch']).config, { ipv6: false, linkType: 'veth', redirectPort: 2704, procSys: '/proc/sys', watch: true, logLevel: 'info' });
+  t.same(parseInitializeArgs([]).config, { ipv6: true, linkType: 'auto', redirectPort: undefined, procSys: '/proc/sys', watch: false, handoverDir: undefined, remove: false, logLevel: 'info' });
+  t.same(parseInitializeArgs(['--no-ipv6', '--link-type', 'veth', '--redirect-port', '2704', '--watch', '--handover-dir', '/run/h']).config, { ipv6: false, linkType: 'veth', redirectPort: 2704, procSys: '/proc/sys', watch: true, handoverDir: '/run/h', remove: false, logLevel: 'info' });
+  t.equal(parseInitializeArgs(['--remove']).config?.remove, true);
+  const problems = (args: string[]): readonly string[] => {
+    try {
+      parseInitializeArgs(args);
+      return [];
+    } catch (error) {
+      return (error as ConfigError).problems;
+    }
+  };
+  t.same(problems(['--remove', '--watch']), ['--remove and --watch: one or the other']);
+  t.match(problems(['--handover-dir', '/run/h', '--redirect-port', '2704']), [/--handover-dir: only with --watch/]);
+  t.match(problems(['--handover-dir', '/run/h', '--watch']), [/--handover-dir: needs --redirect-port/]);
   t.ok(Object.isFrozen(parseInitializeArgs([]).config));
   t.equal(parseInitializeArgs(['-h']).help, true);
   try {

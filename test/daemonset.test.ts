@@ -176,11 +176,21 @@ function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { 
   t.match(agent.volumeMounts, [{ name: 'state', mountPath: server?.stateDir }], 'the state directory is the mounted host path');
   t.equal(security.runAsUser, 65532, 'the uid the state directory is handed to');
   const initialize = parseInitializeArgs(expand(init.args, env).slice(1)).config;
-  t.equal(initialize?.redirectPort, server?.port, 'port 80 is redirected to the port the agent listens on');
+  t.equal(initialize?.redirectPort, undefined, 'the init container installs no redirect: nothing serves its port yet');
   t.equal(initialize?.watch, false, 'the init container sets up once and exits');
   const watching = parseInitializeArgs(expand(watcher.args, env).slice(1)).config;
   t.equal(watcher.args[0], 'initialize');
-  t.same(watching, { ...initialize, watch: true }, 'node-setup watches over exactly the set-up initialize makes');
+  t.equal(watching?.redirectPort, server?.port, 'node-setup redirects port 80 to the port the agent listens on (once it answers there)');
+  t.same(watching, { ...initialize, watch: true, redirectPort: server?.port, handoverDir: watching?.handoverDir }, 'node-setup watches over the set-up initialize makes, plus the redirect');
+  // The hand-over: node-setup's --handover-dir is the agent's, one emptyDir, and the agent's preStop waits for its decision.
+  const handoverMount = (container: Json) => container.volumeMounts.find((m: Json) => m.mountPath === watching?.handoverDir) as Json | undefined;
+  t.ok(handoverMount(watcher) !== undefined && handoverMount(watcher)?.name === handoverMount(agent)?.name, '--handover-dir is mounted in both containers, from one volume');
+  t.ok(pod.volumes.find((v: Json) => v.name === handoverMount(agent)?.name)?.emptyDir, '... an emptyDir of this pod');
+  const preStop = agent.lifecycle?.preStop?.exec?.command as string[] | undefined;
+  t.equal(preStop?.[0], 'bash', 'the agent has a preStop hook (bash)');
+  t.ok(preStop?.[2]?.includes(`d=${watching?.handoverDir};`) && preStop?.[2]?.includes('handed-over') && preStop?.[2]?.includes('/proc/1/fd/'), 'it reports its sockets and waits for node-setup\'s decision in --handover-dir');
+  const preStopBoundS = Number(/i < (\d+)\b.*sleep 0\.1/.exec(preStop?.[2] ?? '')?.[1]) / 10;
+  t.ok(preStopBoundS > 0 && preStopBoundS <= 10, `the wait is bounded (${preStopBoundS} s)`);
   // Each pod's probes reach its own agent: an exec probe reading the file this agent writes in this pod's emptyDir.
   const probeFile = server?.probeFile ?? '';
   const probeVolume = pod.volumes.find((v: Json) => v.name === agent.volumeMounts.find((m: Json) => probeFile.startsWith(`${m.mountPath}/`))?.name) as Json | undefined;
@@ -197,7 +207,7 @@ function checkDaemonSet(t: Test, objects: Json[], { admissionPolicy = true }: { 
     t.match(pod.volumes.find((v: Json) => v.name === mount?.name), { hostPath: { path: '/proc/sys/net', type: 'Directory' } }, `${container.name}: --proc-sys is the host's`);
   }
   t.equal(server?.podPort, 80, 'readiness checks the path pods use: port 80 of each bind host, through the redirect');
-  t.ok(pod.terminationGracePeriodSeconds * 1000 > (server?.shutdownTimeoutMs ?? Infinity), 'the agent\'s shutdown deadline ends inside the grace period');
+  t.ok(pod.terminationGracePeriodSeconds * 1000 > (server?.shutdownTimeoutMs ?? Infinity) + preStopBoundS * 1000, 'the preStop hook and the agent\'s shutdown deadline end inside the grace period');
 
   // The startup taint: on, tolerated (whatever effect the provisioner gives it), and narrowed by the policy.
   t.equal(server?.startupTaint, 'pod-identity-agent.dev/agent-not-ready', '--startup-taint with the documented key');
@@ -392,4 +402,42 @@ t.test('the exec probes: bash builtins on the probe file\'s first line, stale af
   t.same([await passes('livenessProbe', `0 0 ${now}`), await passes('readinessProbe', `0 1 ${now}`)], [false, true], 'not live');
   t.same([await passes('livenessProbe', `1 1 ${now - 60}`), await passes('readinessProbe', `1 1 ${now - 60}`)], [false, false], 'stale: a hung agent');
   t.same([await passes('livenessProbe', undefined), await passes('readinessProbe', undefined)], [false, false], 'no file yet');
+});
+
+t.test('component alongside-addon: probe and metrics ports off the add-on\'s 2703 and 2705', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
+  const { ds, agent, watcher, env } = checkDaemonSet(t, await renderOverlay({ components: ['components/alongside-addon'] }));
+  const server = parseServerArgs(expand(agent.args, env).slice(1), { ...env, NODE_NAME: 'node-a' }).config;
+  t.equal(server?.probePort, 2713);
+  t.equal(server?.metricsPort, 2715);
+  t.equal(ds.spec.template.metadata.annotations['prometheus.io/port'], '2715', 'the annotated port follows');
+  t.equal(server?.port, 2704, 'the credentials port stays: the add-on binds port 80, not AGENT_PORT');
+  t.ok(agent.lifecycle.preStop, 'the hand-over is there too');
+  t.ok(parseInitializeArgs(expand(watcher.args, env).slice(1)).config?.handoverDir);
+});
+
+t.test('uninstall: a one-shot DaemonSet running initialize --remove on every node', { skip: kubectl ? false : 'kubectl is not installed' }, async (t) => {
+  const objects = await kustomize(join(DAEMONSET, 'uninstall'));
+  t.same(objects.map((o) => o.kind), ['DaemonSet'], 'a DaemonSet, nothing else');
+  const ds = objects[0] as Json;
+  const pod = ds.spec.template.spec;
+  t.equal(ds.metadata.namespace, 'kube-system');
+  t.equal(pod.hostNetwork, true, 'on the host network, where the set-up is');
+  t.same(pod.tolerations, [{ operator: 'Exists' }], 'every node the agent ran on');
+  const rendered = await renderOverlay();
+  const base = rendered.find((o) => o.kind === 'DaemonSet') as Json;
+  const agentPort = (rendered.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('pod-identity-agent')) as Json).data.AGENT_PORT as string;
+  t.not(JSON.stringify(ds.spec.selector), JSON.stringify(base.spec.selector), 'its own selector: it never adopts the agent\'s pods');
+  const [remove] = pod.initContainers as Json[];
+  const config = parseInitializeArgs(remove!.args.slice(1)).config;
+  t.equal(remove!.args[0], 'initialize');
+  t.equal(config?.remove, true, 'initialize --remove');
+  t.equal(String(config?.redirectPort), agentPort, 'the agent\'s port of the base (AGENT_PORT)');
+  t.same(remove!.securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN'] }, 'NET_ADMIN only');
+  const mount = remove!.volumeMounts.find((m: Json) => m.mountPath === `${config?.procSys}/net`) as Json | undefined;
+  t.match(pod.volumes.find((v: Json) => v.name === mount?.name), { hostPath: { path: '/proc/sys/net', type: 'Directory' } }, '--proc-sys is the host\'s');
+  const [idle] = pod.containers as Json[];
+  t.same(idle!.command, ['sleep', 'infinity'], 'then idle (coreutils sleep, in the image)');
+  t.same(idle!.securityContext.capabilities, { drop: ['ALL'] });
+  t.equal(idle!.image, remove!.image, 'one image');
+  t.match(remove!.image, /^CHANGE-ME\//, 'a placeholder the kubelet refuses (InvalidImageName), never an image that might run: the operator sets theirs');
 });

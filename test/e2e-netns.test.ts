@@ -15,12 +15,15 @@ t.test('a pod in its own network namespace gets credentials from the agent on th
   const dir = await mkdtemp(join(tmpdir(), 'pia-e2e-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
 
-  // The init container's job, twice: the second run must change nothing.
-  const first = await inNamespace(node, process.execPath, [CLI, 'initialize', `--redirect-port=${AGENT_PORT}`], BASE_ENV);
+  // The init container's job, twice: the second run must change nothing. The redirect waits for the
+  // agent: asked for before anything serves its port, it is not installed.
+  const initialize = (...flags: string[]) => inNamespace(node, process.execPath, [CLI, 'initialize', ...flags], BASE_ENV);
+  const first = await initialize(`--redirect-port=${AGENT_PORT}`);
   t.match(first.stdout, /added 169\.254\.170\.23\/32 to pod-id-link0/);
   t.match(first.stdout, /added fd00:ec2::23\/128 to pod-id-link0/);
-  t.match(first.stdout, /redirect TCP port 80 of 169\.254\.170\.23, fd00:ec2::23 to port 2704/);
-  const second = await inNamespace(node, process.execPath, [CLI, 'initialize', `--redirect-port=${AGENT_PORT}`], BASE_ENV);
+  t.match(first.stdout, /not redirecting port 80: nothing answers on 169\.254\.170\.23:2704 yet/);
+  t.notMatch(first.stdout, /redirect TCP/);
+  const second = await initialize();
   t.match(second.stdout, /nothing changed/);
   t.notMatch(second.stdout, /added|created|redirect TCP/);
 
@@ -34,6 +37,9 @@ t.test('a pod in its own network namespace gets credentials from the agent on th
     { ...BASE_ENV, AWS_REGION: 'us-west-2', AWS_ACCESS_KEY_ID: NODE_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: NODE_CREDENTIALS.secretAccessKey },
     (output) => output.includes('probes and metrics listening'),
   );
+  // The agent answers on its port: now the redirect goes in (node-setup's job in the DaemonSet), once.
+  t.match((await initialize(`--redirect-port=${AGENT_PORT}`)).stdout, /redirect TCP port 80 of 169\.254\.170\.23, fd00:ec2::23 to port 2704/);
+  t.match((await initialize(`--redirect-port=${AGENT_PORT}`)).stdout, /nothing changed/);
 
   const tokenFile = join(dir, 'eks-pod-identity-token');
   const podEnv = (uri: string) => ({

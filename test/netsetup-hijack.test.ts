@@ -63,12 +63,14 @@ async function makeNode(t: Test): Promise<Node> {
   const { node, pod } = await makeNodeAndPod(suffix, register);
   const hostPortPod = await makeHostPortPod(node, suffix, register);
   const initialize = async (...flags: string[]) => (await inNamespace(node, process.execPath, [CLI, 'initialize', `--redirect-port=${PORT}`, ...flags], BASE_ENV)).stdout;
-  // The agent's set-up first, the other workload's rules after: the order in which the old
-  // redirect (priority -100) lost, since the chains registered last run first.
+  // The agent's set-up first (the link, then the agent as it binds, on its two addresses, not a
+  // wildcard, on the redirect port, then the redirect, which waits for it), the other workload's
+  // rules after: the order in which the old redirect (priority -100) lost, since the chains
+  // registered last run first.
   await initialize();
-  await installHostPortRules(node);
-  // The agent as it binds, on its two addresses (not a wildcard), on the redirect port.
   await startHttpServer(t, node, AGENT, PORT, ['169.254.170.23', 'fd00:ec2::23']);
+  t.match(await initialize(), /redirect TCP port 80/);
+  await installHostPortRules(node);
   await startHttpServer(t, hostPortPod, INGRESS, 80, ['::']);
   return {
     node,

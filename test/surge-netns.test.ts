@@ -1,14 +1,18 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { deletePod, startWatcher } from './helpers/agent-pod.ts';
 import { BASE_ENV, CLI } from './helpers/cli-process.ts';
 import { NODE_CREDENTIALS } from './helpers/harness.ts';
 import { type NamespacedProcess, canMakeNamespaces, inNamespace, makeNodeAndPod, startInNamespace } from './helpers/netns.ts';
 
 // Issue #14: two agents on one node, same addresses and ports (SO_REUSEPORT), a pod requesting
 // credentials without pause while the new one starts and the old one stops; then a version that
-// cannot become ready starting beside the good one.
+// cannot become ready starting beside the good one. Each pod as the DaemonSet runs it: the init
+// step, the node-setup watcher (which redirects port 80 once the agent answers) and the agent; a
+// pod goes as the kubelet deletes it (the agent's preStop hook while the watcher decides whether to
+// hand over: it must not, with the other agent serving).
 const HELPERS = new URL('./helpers/', import.meta.url).pathname;
 const AGENT_PORT = '2704';
 const unavailable = await canMakeNamespaces();
@@ -21,7 +25,7 @@ async function until(what: string, holds: () => boolean | Promise<boolean>, ms =
   }
 }
 
-const progress = (client: NamespacedProcess): number => Number(/progress (\d+)\n(?!.*progress)/s.exec(client.output())?.[1] ?? 0);
+const progress = (client: NamespacedProcess): number => Number(/progress (\d+)[^\n]*\n(?!.*progress)/s.exec(client.output())?.[1] ?? 0);
 /** Some more requests answered, over every path: the client's loops keep running through the step. */
 const more = async (client: NamespacedProcess, n = 200) => {
   const from = progress(client);
@@ -37,9 +41,14 @@ t.test('surge rollout on a shared port: zero failed requests through the handove
 
   // The init container, then again as it runs beside the old agent: the second run changes nothing.
   // tcp_migrate_req is per network namespace: this sets the test's node namespace only.
-  const init = [CLI, 'initialize', `--redirect-port=${AGENT_PORT}`, '--proc-sys=/proc/sys'];
+  const init = [CLI, 'initialize', '--proc-sys=/proc/sys'];
   t.match((await inNamespace(node, process.execPath, init, BASE_ENV)).stdout, /set net\.ipv4\.tcp_migrate_req = 1/);
   t.match((await inNamespace(node, process.execPath, init, BASE_ENV)).stdout, /nothing changed/, 'the second initialize changes nothing');
+  const handoverDir = async (name: string) => {
+    const path = join(dir, `${name}.handover`);
+    await mkdir(path);
+    return path;
+  };
 
   const emulator = await startInNamespace(t, node, [`${HELPERS}netns-emulator.ts`, dir], BASE_ENV, (output) => output.includes('"url"'));
   const { url } = JSON.parse(emulator.output().split('\n').find((line) => line.includes('"url"')) as string) as { url: string };
@@ -48,30 +57,41 @@ t.test('surge rollout on a shared port: zero failed requests through the handove
   const agentArgs = (name: string) => [CLI, 'server', '--cluster-name', 'c1', '--endpoint', url, `--port=${AGENT_PORT}`, '--pod-port=80', '--probe-port=2703', '--metrics-port=2705', '--shutdown-timeout=5s', `--probe-file=${join(dir, `${name}.probe`)}`];
   const bound = (output: string) => output.includes('probes and metrics listening');
 
+  const dirA = await handoverDir('a');
+  const watcherA = await startWatcher(t, node, dirA, Number(AGENT_PORT));
   const a = await startInNamespace(t, node, agentArgs('a'), signing, bound);
   await until('A ready (its probe file)', async () => (await probeLine(join(dir, 'a.probe'))).startsWith('1 1 '));
+  t.match(watcherA.output(), /redirected port 80 to it/, 'A\'s watcher redirected port 80 once A answered');
   await writeFile(join(dir, 'token'), await readFile(join(dir, 'token-app')));
   const client = await startInNamespace(t, pod, [`${HELPERS}surge-client.ts`, join(dir, 'token')], BASE_ENV, (output) => output.includes('started'));
   await more(client);
   t.equal(misses(a), 1, 'A: one exchange for the one identity');
 
-  // B starts beside A on the same ports; A stops once B is ready, as the DaemonSet controller does it.
+  // B starts beside A on the same ports; A's pod goes once B is ready, as the DaemonSet controller does it.
+  t.match((await inNamespace(node, process.execPath, init, BASE_ENV)).stdout, /nothing changed/, 'B\'s init step beside A changes nothing');
+  const dirB = await handoverDir('b');
+  const watcherB = await startWatcher(t, node, dirB, Number(AGENT_PORT));
+  t.match(watcherB.output(), /nothing changed/, 'B\'s watcher finds the redirect in place: A answers');
   const b = await startInNamespace(t, node, agentArgs('b'), signing, bound);
   await until('B ready (its own probe file, never A\'s)', async () => (await probeLine(join(dir, 'b.probe'))).startsWith('1 1 '));
   await more(client);
-  a.child.kill('SIGTERM');
-  t.equal(await a.exited, 0, 'A drains and exits 0');
+  const deletedA = await deletePod({ watcher: watcherA, agent: a, dir: dirA });
+  t.same(deletedA, { decision: 'kept', watcherExit: 0, agentExit: 0 }, 'A\'s watcher leaves the redirect to B; A drains and exits 0');
+  t.match(watcherA.output(), /another agent listens on port 2704: the redirect stays for it/);
   await more(client, 500);
   t.equal(misses(b), 1, 'B, cold: one exchange for the one identity, never more');
   const handover = { requests: progress(client), exchangesA: misses(a), exchangesB: misses(b) };
 
   // A bad version: no node credentials. It never binds what pods reach, is never ready, says why; B keeps serving.
+  const dirC = await handoverDir('c');
+  const watcherC = await startWatcher(t, node, dirC, Number(AGENT_PORT));
   const bad = await startInNamespace(t, node, agentArgs('c'), { ...BASE_ENV, AWS_REGION: 'us-west-2' }, (output) => (output.match(/node credentials do not resolve/g) ?? []).length >= 2);
   t.notMatch(bad.output(), /serving credentials/, 'the bad version bound no credential listener');
   t.match(await probeLine(join(dir, 'c.probe')), /^1 0 \d+$/, 'live, not ready: the rollout stops at it');
   await more(client, 500);
-  bad.child.kill('SIGTERM');
-  t.equal(await bad.exited, 0, 'the bad version, stopped, exits 0');
+  // Rolled back: its pod goes while B serves. Its agent never listened, so the one listener (B's) is another's.
+  const deletedC = await deletePod({ watcher: watcherC, agent: bad, dir: dirC });
+  t.same(deletedC, { decision: 'kept', watcherExit: 0, agentExit: 0 }, 'the bad version\'s watcher leaves the redirect to B; the bad version exits 0');
   // And bad flags: exit 1 with one line saying why, nothing bound.
   const flags = await inNamespace(node, process.execPath, [...agentArgs('d'), '--max-cache-size=-1'], signing).then(() => undefined, (error: { code?: number; stderr?: string }) => error);
   t.equal(flags?.code, 1, 'bad flags: exit 1');

@@ -1,5 +1,6 @@
 import { CommandError, ipJson, run } from './command.ts';
-import { type RedirectTarget, ensureRedirect } from './port-redirect.ts';
+import { NO_MARK, mayMark, parseMark, writeMark } from './link-mark.ts';
+import { type RedirectTarget, ensureRedirect, portAnswers, redirectInPlace } from './port-redirect.ts';
 import { MIGRATE_REQ, ensureMigrateReq } from './sysctl.ts';
 
 export const LINK_NAME = 'pod-id-link0';
@@ -11,7 +12,10 @@ export type LinkType = 'auto' | 'dummy' | 'veth';
 export interface InitializeOptions {
   readonly ipv6: boolean;
   readonly linkType: LinkType;
-  /** When set, TCP to the addresses' port 80 is redirected to this port (see port-redirect.ts). */
+  /**
+   * When set, TCP to the addresses' port 80 is redirected to this port (see port-redirect.ts), once
+   * something answers on it: never to a port nothing serves.
+   */
   readonly redirectPort: number | undefined;
   /** Where the host network's sysctls are written (/proc/sys, or the host's mounted elsewhere); undefined: left alone. */
   readonly procSys?: string | undefined;
@@ -22,13 +26,17 @@ export interface InitializeReport {
   /** What this run changed; empty when the node was already set up. */
   readonly changes: readonly string[];
   readonly warnings: readonly string[];
+  /** The redirect is wanted but not in place: nothing answers on its port yet. */
+  readonly waitingForAgent: boolean;
 }
 
 /** `ip -json -details addr show`: the link's flags and kind with its addresses, read in one run. */
-interface Link {
+export interface Link {
   readonly ifname: string;
   readonly flags: readonly string[];
   readonly linkinfo?: { readonly info_kind?: string };
+  /** The link's alias: where this agent marks the link as its own (link-mark.ts). */
+  readonly ifalias?: string;
   readonly addr_info?: readonly { readonly family: string; readonly local: string; readonly prefixlen: number }[];
 }
 
@@ -38,9 +46,13 @@ interface Link {
  * state first and changes only what is missing, so a second run changes nothing. IPv4 failures
  * throw; IPv6 failures (IPv6 disabled on the node) are warnings.
  */
-export async function initialize(options: InitializeOptions): Promise<InitializeReport> {
+export async function initialize(options: InitializeOptions, watching = false): Promise<InitializeReport> {
   // Logged as they happen, so that a failure's line follows the steps that did succeed.
   const report = await applySetup(options, (change) => options.log('info', change));
+  if (report.waitingForAgent) {
+    const nothing = `nothing answers on ${IPV4_ADDRESS}:${options.redirectPort} yet`;
+    options.log('info', watching ? `the redirect waits for the agent: ${nothing}` : `not redirecting port 80: ${nothing} (initialize --watch redirects it once something does)`);
+  }
   if (report.changes.length === 0) options.log('info', 'node already set up: nothing changed');
   return report;
 }
@@ -68,19 +80,27 @@ export async function applySetup(options: InitializeOptions, onChange: (change: 
       options.log('warn', warning);
     }
   }
-  if (options.redirectPort !== undefined && (await ensureRedirect(targets, options.redirectPort))) {
-    changed(`redirect TCP port 80 of ${targets.map((t) => t.address).join(', ')} to port ${options.redirectPort}`);
+  let waitingForAgent = false;
+  const port = options.redirectPort;
+  if (port !== undefined && !(await redirectInPlace(targets, port))) {
+    // Pods sent to a port nothing serves fail, where the add-on (binding port 80 itself) would have
+    // answered them: the redirect waits for the agent. During a surge the old agent answers.
+    if (!(await portAnswers(IPV4_ADDRESS, port))) waitingForAgent = true;
+    else if (await ensureRedirect(targets, port)) changed(`redirect TCP port 80 of ${targets.map((t) => t.address).join(', ')} to port ${port}`);
   }
   if (options.procSys !== undefined) {
     const migrate = await ensureMigrateReq(options.procSys);
-    if (migrate === 'set') changed(`set ${MIGRATE_REQ.replaceAll('/', '.')} = 1`);
-    else if (migrate !== 'unchanged') {
+    if (migrate !== 'unchanged' && 'set' in migrate) {
+      changed(`set ${MIGRATE_REQ.replaceAll('/', '.')} = 1`);
+      // Recorded on the node for `initialize --remove`; never over another program's alias.
+      if (mayMark(link.ifalias)) await writeMark(LINK_NAME, { ...parseMark(link.ifalias), migrateReqWas: migrate.set });
+    } else if (migrate !== 'unchanged') {
       const warning = `connections queued at an agent that stops may be reset rather than handed to its successor: ${migrate.unavailable}`;
       warnings.push(warning);
       options.log('warn', warning);
     }
   }
-  return { changes, warnings };
+  return { changes, warnings, waitingForAgent };
 }
 
 /** The link, created if missing, and up; returned as it is then, addresses included (one read when nothing changed). */
@@ -88,8 +108,10 @@ async function ensureLink(options: InitializeOptions, changed: (change: string) 
   let link = await findLink(LINK_NAME);
   if (link === undefined) {
     const kind = await createLink(options);
+    // Marked as this agent's, so that `initialize --remove` deletes it (and never the add-on's).
+    await writeMark(LINK_NAME, { ...NO_MARK, created: true });
     changed(`created ${kind} link ${LINK_NAME}`);
-    link = { ifname: LINK_NAME, flags: [], linkinfo: { info_kind: kind } };
+    link = (await findLink(LINK_NAME)) ?? { ifname: LINK_NAME, flags: [], linkinfo: { info_kind: kind } };
   }
   // A veth link carries traffic only while its peer is up too; a dummy link has no peer.
   const peer = link.linkinfo?.info_kind === 'veth' ? await findLink(`${LINK_NAME}-p`) : undefined;
@@ -103,7 +125,7 @@ async function ensureLink(options: InitializeOptions, changed: (change: string) 
   return stale ? ((await findLink(LINK_NAME)) ?? link) : link;
 }
 
-async function findLink(name: string): Promise<Link | undefined> {
+export async function findLink(name: string): Promise<Link | undefined> {
   try {
     return (await ipJson<Link[]>(['-details', 'addr', 'show', 'dev', name]))[0];
   } catch (error) {

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import { CommandError, run } from './command.ts';
 
@@ -45,13 +46,71 @@ export async function ensureRedirect(targets: readonly RedirectTarget[], port: n
   return true;
 }
 
+/** Whether the table holds the redirect of these targets to this port, exactly. */
+export async function redirectInPlace(targets: readonly RedirectTarget[], port: number): Promise<boolean> {
+  return holds(await listTable(), targets, port);
+}
+
+/**
+ * The hand-over: the table keeps its two chains, without a rule, so that new connections to port 80
+ * go wherever they would without this agent (the add-on binding it itself) while those already sent
+ * to the agent keep their translation until they end. Deleting the table could end that: with no nat
+ * chain left in the network namespace the kernel stops NAT (and may stop connection tracking), and
+ * the connections to the agent lose their mapping mid-stream (seen in the namespace tests as resets
+ * and timeouts). `initialize --remove` deletes the table later. Returns whether a rule was there.
+ */
+export async function releaseRedirect(): Promise<boolean> {
+  const objects = await listTable();
+  if (objects === undefined || !objects.some((o) => o.rule !== undefined)) return false;
+  await run('nft', ['-f', '-'], tableScript([], 0));
+  return true;
+}
+
+/** Deletes the table (the redirect and nothing else); false when there was none. */
+export async function removeRedirect(): Promise<boolean> {
+  try {
+    await run('nft', ['delete', 'table', 'inet', TABLE]);
+    return true;
+  } catch (error) {
+    if (error instanceof CommandError && /no such file or directory/i.test(error.stderr)) return false;
+    throw error;
+  }
+}
+
+/**
+ * Whether something accepts TCP connections on host:port: the redirect may only point at a port
+ * that is served (a pod sent to an unserved port fails, while whatever binds port 80 directly, such
+ * as the EKS add-on, would have answered it). A connect and a close, without a request: the agent
+ * neither logs nor counts it.
+ */
+export function portAnswers(host: string, port: number, timeoutMs = 1000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port, timeout: timeoutMs });
+    const done = (answered: boolean) => {
+      socket.destroy();
+      resolve(answered);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('timeout', () => done(false));
+    socket.once('error', () => done(false));
+  });
+}
+
 /** The table as nft input. Its comment is for people (`nft list table`); the check reads the rules. */
 export function tableScript(targets: readonly RedirectTarget[], port: number): string {
+  // Connection-opening segments only (SYN without ACK; ECN's flags allowed): where connection tracking
+  // starts only with this table (nothing else on the node uses it), the kernel picks up connections
+  // already open to whatever binds port 80 (the add-on) as new ones mid-stream, and a redirect of those
+  // would reset them (seen in the namespace tests).
   const rules = targets.map(({ family, address }) => {
     const to = family === 'ip6' ? `[${address}]:${port}` : `${address}:${port}`;
-    return `    ${family} daddr ${address} tcp dport 80 dnat ${family} to ${to}\n`;
+    return `    ${family} daddr ${address} tcp dport 80 tcp flags & (syn | ack) == syn dnat ${family} to ${to}\n`;
   });
-  const comment = `pod-identity-agent v2: TCP port 80 of ${targets.map((t) => t.address).join(' ')} to ${port}, nat priority ${NAT_PRIORITY}`;
+  const comment =
+    targets.length === 0
+      ? // nft keeps at most 128 bytes of a comment.
+        'pod-identity-agent v3: handed over, no redirect; initialize --remove deletes this table'
+      : `pod-identity-agent v3: TCP port 80 of ${targets.map((t) => t.address).join(' ')} to ${port}, nat priority ${NAT_PRIORITY}`;
   const chains = CHAINS.map(
     ({ name, hook }) => `  chain ${name} {\n    type nat hook ${hook} priority ${NAT_PRIORITY}; policy accept;\n${rules.join('')}  }\n`,
   );
@@ -107,6 +166,7 @@ function redirects(expr: readonly unknown[], { family, address }: RedirectTarget
   return (
     has({ match: { op: '==', left: { payload: { protocol: family, field: 'daddr' } }, right: address } }) &&
     has({ match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: 80 } }) &&
+    has({ match: { op: '==', left: { '&': [{ payload: { protocol: 'tcp', field: 'flags' } }, ['syn', 'ack']] }, right: 'syn' } }) &&
     has({ dnat: { family, addr: address, port } })
   );
 }

@@ -1,23 +1,25 @@
 // Runs inside the test's "pod" namespace: credential requests without pause, over new connections
 // and over keep-alive, at both link-local addresses, until SIGTERM; then prints one JSON line of
 // counts. A request counts as failed unless it gets a 200 with credentials of the right shape.
+// byKey counts the answers by AccessKeyId and path: who served them, when two agents do (test/migration-netns.test.ts).
 import { Agent, request } from 'node:http';
 import { readFileSync } from 'node:fs';
 
 const [tokenFile] = process.argv.slice(2) as [string];
 const token = readFileSync(tokenFile, 'utf8').trim();
-const counts = { requests: 0, failures: 0, keepAliveRetries: 0, byTarget: {} as Record<string, number>, errors: [] as string[] };
+const counts = { requests: 0, failures: 0, keepAliveRetries: 0, byTarget: {} as Record<string, number>, byKey: {} as Record<string, number>, errors: [] as string[] };
 let stopping = false;
 
-function once(host: string, agent: Agent | false): Promise<{ ok: boolean; error?: string; reused?: boolean }> {
+function once(host: string, agent: Agent | false): Promise<{ ok: boolean; error?: string; reused?: boolean; key?: string }> {
   return new Promise((resolve) => {
     const req = request({ host, port: 80, path: '/v1/credentials', agent, headers: { authorization: token, host: host.includes(':') ? `[${host}]` : host }, timeout: 2000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (body += chunk));
       res.on('end', () => {
-        const ok = res.statusCode === 200 && /^ASIA[A-Z0-9]{16}$/.test((JSON.parse(body) as { AccessKeyId?: string }).AccessKeyId ?? '');
-        resolve(ok ? { ok } : { ok, error: `HTTP ${res.statusCode} ${body.slice(0, 200)}` });
+        const key = res.statusCode === 200 ? ((JSON.parse(body) as { AccessKeyId?: string }).AccessKeyId ?? '') : '';
+        const ok = /^ASIA[A-Z0-9]{16}$/.test(key);
+        resolve(ok ? { ok, key } : { ok, error: `HTTP ${res.statusCode} ${body.slice(0, 200)}` });
       });
     });
     req.on('timeout', () => req.destroy(new Error('timeout')));
@@ -39,16 +41,18 @@ async function loop(host: string, keepAlive: boolean): Promise<void> {
     }
     counts.requests++;
     counts.byTarget[name] = (counts.byTarget[name] ?? 0) + 1;
+    if (result.key !== undefined) counts.byKey[`${result.key} ${name}`] = (counts.byKey[`${result.key} ${name}`] ?? 0) + 1;
     if (!result.ok) {
       counts.failures++;
-      if (counts.errors.length < 20) counts.errors.push(`${name}: ${result.error}`);
+      if (counts.errors.length < 20) counts.errors.push(`${name}: ${result.error} (request ${counts.requests})`);
     }
   }
   if (agent !== false) agent.destroy();
 }
 
 const loops = ['169.254.170.23', 'fd00:ec2::23'].flatMap((host) => [loop(host, false), loop(host, true)]);
-setInterval(() => process.stdout.write(`progress ${counts.requests}\n`), 100);
+// With the answers by key so far: the migration test reads who served each phase.
+setInterval(() => process.stdout.write(`progress ${counts.requests} ${JSON.stringify(counts.byKey)}\n`), 100);
 process.on('SIGTERM', () => {
   stopping = true;
   void Promise.all(loops).then(() => {
