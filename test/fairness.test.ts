@@ -44,6 +44,18 @@ t.test('the miss limiter: per identity, per address and per node, nothing spent 
   t.match(limiter.admit('a', '10.0.0.2'), { retryAfterSeconds: 1 }, 'Retry-After: whole seconds, at least one');
 });
 
+t.test('full buckets are let go of: an identity that missed once holds nothing for good', async (t) => {
+  const clock = fakeClock(0);
+  const limiter = new MissLimiter({ ...DEFAULT_MISS_LIMITS, perIdentityPerSecond: 0.1, perIdentityBurst: 2 }, clock.now);
+  for (let i = 0; i < 100; i += 1) t.equal(limiter.admit(`once-${i}`, `10.0.0.${i}`), undefined);
+  t.same([limiter.admit('busy', 'pod'), limiter.admit('busy', 'pod'), limiter.admit('busy', 'pod')?.code], [undefined, undefined, 'TooManyRequests']);
+  t.same(limiter.tracked, { identities: 101, clients: 101 });
+  clock.advance(10_000);
+  t.equal(limiter.admit('new', 'pod'), undefined);
+  t.same(limiter.tracked, { identities: 2, clients: 1 }, 'the once-missed ones had refilled; the new one and the one still refilling (1 of 2 tokens back) are kept');
+  t.same([limiter.admit('busy', 'pod'), limiter.admit('busy', 'pod')?.code], [undefined, 'TooManyRequests'], 'the sweep forgot nothing that limits');
+});
+
 t.test('Retry-After says how long until the bucket that refused has a token', async (t) => {
   const clock = fakeClock(0);
   const limiter = new MissLimiter({ ...DEFAULT_MISS_LIMITS, perClientPerSecond: 0.25, perClientBurst: 1 }, clock.now);

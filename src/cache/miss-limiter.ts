@@ -18,6 +18,11 @@ export const DEFAULT_MISS_LIMITS: MissLimits = Object.freeze({ perIdentityPerSec
 
 /** Addresses or identities tracked at once; a flood of new ones cannot grow the maps past this. */
 const MAX_TRACKED = 10_000;
+/**
+ * How often full buckets are let go of. A full bucket admits exactly as a new one does, so dropping
+ * it changes nothing; kept, each identity that ever missed would hold one (about 150 bytes) for good.
+ */
+const SWEEP_MS = 10_000;
 
 /**
  * Token buckets for misses that would call EKS Auth: per identity, per source address and for the node.
@@ -30,11 +35,13 @@ export class MissLimiter {
   readonly #clients = new Map<string, TokenBucket>();
   readonly #identities = new Map<string, TokenBucket>();
   readonly #node: TokenBucket;
+  #sweptAt: number;
 
   constructor(limits: MissLimits, now: () => number = Date.now) {
     this.#limits = limits;
     this.#now = now;
     this.#node = new TokenBucket(limits.nodePerSecond, limits.nodeBurst, now());
+    this.#sweptAt = now();
   }
 
   /**
@@ -42,8 +49,18 @@ export class MissLimiter {
    * says how long to wait. The identity's own budget keeps one token from using up its address's,
    * which host-network pods share. Nothing is spent unless all three have room.
    */
+  /** Buckets held (identities, addresses): what the limiter costs in memory. */
+  get tracked(): { readonly identities: number; readonly clients: number } {
+    return { identities: this.#identities.size, clients: this.#clients.size };
+  }
+
   admit(identity: string, client: string): AgentError | undefined {
     const now = this.#now();
+    if (now - this.#sweptAt >= SWEEP_MS) {
+      this.#sweptAt = now;
+      dropFull(this.#identities, now);
+      dropFull(this.#clients, now);
+    }
     const { perIdentityPerSecond, perIdentityBurst, perClientPerSecond, perClientBurst } = this.#limits;
     const byIdentity = bucketFor(this.#identities, identity, now, perIdentityPerSecond, perIdentityBurst);
     const byClient = bucketFor(this.#clients, client, now, perClientPerSecond, perClientBurst);
@@ -63,16 +80,20 @@ function bucketFor(buckets: Map<string, TokenBucket>, key: string, now: number, 
   let bucket = buckets.get(key);
   if (bucket === undefined) {
     if (buckets.size >= MAX_TRACKED) {
-      for (const [other, candidate] of buckets) {
-        candidate.refill(now);
-        if (candidate.full) buckets.delete(other);
-      }
+      dropFull(buckets, now);
       if (buckets.size >= MAX_TRACKED) buckets.delete(buckets.keys().next().value as string);
     }
     bucket = new TokenBucket(perSecond, burst, now);
     buckets.set(key, bucket);
   }
   return bucket;
+}
+
+function dropFull(buckets: Map<string, TokenBucket>, now: number): void {
+  for (const [key, bucket] of buckets) {
+    bucket.refill(now);
+    if (bucket.full) buckets.delete(key);
+  }
 }
 
 function limited(who: string, waitSeconds: number): AgentError {
