@@ -441,3 +441,23 @@ t.test('uninstall: a one-shot DaemonSet running initialize --remove on every nod
   t.equal(idle!.image, remove!.image, 'one image');
   t.match(remove!.image, /^CHANGE-ME\//, 'a placeholder the kubelet refuses (InvalidImageName), never an image that might run: the operator sets theirs');
 });
+
+t.test('the uninstall overlay made as README.md says renders beside a clone, with the operator\'s image', needsKubectl, async (t) => {
+  const readme = await readFile(`${ROOT}README.md`, 'utf8');
+  const uninstall = readme.slice(readme.indexOf('## Uninstall'));
+  const heredoc = /cat > \.\.\/pod-identity-agent-uninstall\/kustomization\.yaml <<'EOF'\n([\s\S]*?)\n\s*EOF\n/.exec(uninstall);
+  if (heredoc === null) {
+    t.fail('README.md\'s Uninstall writes the overlay');
+    return;
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'pia-uninstall-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await symlink(ROOT, join(dir, 'pod-identity-agent'));
+  await mkdir(join(dir, 'pod-identity-agent-uninstall'));
+  const text = heredoc[1]!.split('\n').map((line) => line.replace(/^ {3}/, '')).join('\n');
+  await writeFile(join(dir, 'pod-identity-agent-uninstall', 'kustomization.yaml'), text);
+  const objects = await kustomize(join(dir, 'pod-identity-agent-uninstall'));
+  const pod = objects.find((o) => o.kind === 'DaemonSet')!.spec.template.spec as Json;
+  const images = [...pod.initContainers, ...pod.containers].map((c: Json) => c.image as string);
+  t.same([...new Set(images)], ['REGISTRY/pod-identity-agent:TAG'], 'every container runs the image the operator named');
+});
