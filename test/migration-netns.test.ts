@@ -121,9 +121,9 @@ t.test('from the add-on to this agent and back: zero failed requests', { skip: u
   await more(client, 2000);
   client.child.kill('SIGTERM');
   await client.exited;
-  const counts = JSON.parse(client.output().split('\n').reverse().find((line) => line.startsWith('{')) as string) as { requests: number; failures: number; keepAliveRetries: number; byKey: ByKey; errors: string[] };
+  const counts = JSON.parse(client.output().split('\n').reverse().find((line) => line.startsWith('{')) as string) as { requests: number; failures: number; keepAliveRetries: number; lateTimeouts: number; byKey: ByKey; errors: string[] };
   const served = Object.fromEntries(Object.entries(phases).map(([phase, { requests, byKey }]) => [phase, { requests, addon: sum(byKey, addon), ours: sum(byKey, ours) }]));
-  t.comment(`migration: ${JSON.stringify({ requests: counts.requests, failures: counts.failures, keepAliveRetries: counts.keepAliveRetries, servedSoFarAtEachStep: served })}`);
+  t.comment(`migration: ${JSON.stringify({ requests: counts.requests, failures: counts.failures, keepAliveRetries: counts.keepAliveRetries, lateTimeouts: counts.lateTimeouts, servedSoFarAtEachStep: served })}`);
   // A redirect to an unserved port shows as refusals, a redirect of an open connection as resets: none
   // may happen. Separately, in most runs of this test one request per new-connection loop, IPv4 and
   // IPv6 at the same moment, timed out (2 s without an answer), at moments unrelated to any step
