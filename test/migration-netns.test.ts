@@ -121,25 +121,23 @@ t.test('from the add-on to this agent and back: zero failed requests', { skip: u
   await more(client, 2000);
   client.child.kill('SIGTERM');
   await client.exited;
-  const counts = JSON.parse(client.output().split('\n').reverse().find((line) => line.startsWith('{')) as string) as { requests: number; failures: number; keepAliveRetries: number; byKey: ByKey; errors: string[] };
+  const counts = JSON.parse(client.output().split('\n').reverse().find((line) => line.startsWith('{')) as string) as { requests: number; failures: number; keepAliveRetries: number; lateTimeouts: number; byKey: ByKey; errors: string[] };
   const served = Object.fromEntries(Object.entries(phases).map(([phase, { requests, byKey }]) => [phase, { requests, addon: sum(byKey, addon), ours: sum(byKey, ours) }]));
-  t.comment(`migration: ${JSON.stringify({ requests: counts.requests, failures: counts.failures, keepAliveRetries: counts.keepAliveRetries, servedSoFarAtEachStep: served })}`);
+  t.comment(`migration: ${JSON.stringify({ requests: counts.requests, failures: counts.failures, keepAliveRetries: counts.keepAliveRetries, lateTimeouts: counts.lateTimeouts, servedSoFarAtEachStep: served })}`);
   // A redirect to an unserved port shows as refusals, a redirect of an open connection as resets: none
-  // may happen. Separately, in most runs of this test one request per new-connection loop, IPv4 and
-  // IPv6 at the same moment, timed out (2 s without an answer), at moments unrelated to any step
-  // (also thousands of requests after the last change, while one server answered): not explained yet
-  // (not source-port reuse: a range widened to 1024-65535 changed nothing), reported as a todo.
-  // Refusals and resets: a redirect to an unserved port (the issue's outage: every request), deleting
-  // the table at the hand-over (thousands, measured) or redirecting open connections (resets at the
-  // install) show as many. One or two per run, on new connections at a step where what answers port
-  // 80 changes, were still seen in about a third of the runs (cause not found, as for the stalls):
-  // allowed up to 2, and the todo below keeps them visible.
-  const refusedOrReset = counts.errors.filter((error) => !/: timeout \(request \d+\)$/.test(error));
+  // may happen. Refusals and resets: a redirect to an unserved port (the issue's outage: every
+  // request), deleting the table at the hand-over (thousands, measured) or redirecting open
+  // connections (resets at the install) show as many. The client's own pauses no longer count
+  // (lateTimeouts, see surge-client.ts). Left: one or two new connections per run, opened at the
+  // hand-over (the agent stopping), established, then unanswered for 2 s, or reset (each error's detail:
+  // start, socket events, who answered that loop last). Not fixed yet: allowed up to 2, and the todo
+  // keeps them visible (daemonset/lifecycle.md, "How it is tested").
+  const refusedOrReset = counts.errors.filter((error) => !/: timeout \(request \d+;/.test(error));
   t.ok(refusedOrReset.length <= 2, `at most 2 requests refused or reset (${refusedOrReset.join('; ')})`);
   t.equal(counts.failures, counts.errors.length, 'every failure is listed');
   const conntrack = (await inNamespace(node, 'cat', ['/proc/net/stat/nf_conntrack']).catch(() => ({ stdout: '' }))).stdout;
   if (counts.failures > 0) t.comment(`timeouts: ${counts.errors.join('; ')}; conntrack stats: ${conntrack.replaceAll('\n', ' | ')}`);
-  t.equal(counts.failures, 0, 'zero failed requests', { todo: counts.failures > 0 ? 'a few new connections refused, reset or stalled 2 s in these namespaces; cause not found' : false });
+  t.equal(counts.failures, 0, 'zero failed requests', { todo: counts.failures > 0 ? 'new connections opened at the hand-over: unanswered or reset (lifecycle.md)' : false });
   t.ok(sum(counts.byKey, addon) > 0 && sum(counts.byKey, ours) > 0, 'both served');
 
   // Later, the uninstall DaemonSet's step. The link is the add-on's: it stays; the sysctl is restored;
