@@ -1,5 +1,5 @@
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
-import { type AddressInfo, isIPv6 } from 'node:net';
+import { type AddressInfo, Server as NetServer, isIPv6 } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { type AgentError, type AgentErrorCode, agentError } from '../errors.ts';
@@ -75,8 +75,22 @@ export function listen(server: Server, host: string, port: number): Promise<Addr
 }
 
 /**
- * Stops accepting, lets in-flight requests finish, and closes each connection as soon as it is idle.
- * Connections still busy at the deadline are cut.
+ * A connection accepted a moment before the drain, its request not read yet, counts as idle to Node:
+ * closing it then resets a request already on its way (seen at the hand-over, test/migration-netns.test.ts).
+ * Idle connections are closed only after this long, and each answer meanwhile says `Connection: close`.
+ */
+const FRESH_CONNECTION_GRACE_MS = 1000;
+/**
+ * How long the listener still accepts after the drain begins. A connection whose SYN came in just
+ * before the node's redirect was taken away (the hand-over) may still wait in the kernel's queue,
+ * and closing the listener resets it; during a surge the kernel hands the queue to the new agent
+ * anyway (tcp_migrate_req).
+ */
+const ACCEPT_GRACE_MS = 250;
+
+/**
+ * Stops accepting (after ACCEPT_GRACE_MS), lets in-flight requests finish, and closes each connection
+ * once it is idle (after FRESH_CONNECTION_GRACE_MS). Connections still busy at the deadline are cut.
  */
 export function closeServer(server: Server, deadlineMs: number): Promise<void> {
   if (!server.listening) return Promise.resolve();
@@ -84,15 +98,22 @@ export function closeServer(server: Server, deadlineMs: number): Promise<void> {
   // one (to the other agent, in a surge) rather than racing the idle sweep below.
   server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => res.setHeader('connection', 'close'));
   return new Promise((resolve) => {
-    // A keep-alive connection becomes idle when its last response is written; close it then.
-    const sweeper = setInterval(() => server.closeIdleConnections(), 50);
+    let sweeper: NodeJS.Timeout | undefined;
+    const grace = setTimeout(() => {
+      server.closeIdleConnections();
+      sweeper = setInterval(() => server.closeIdleConnections(), 50);
+    }, Math.min(FRESH_CONNECTION_GRACE_MS, deadlineMs));
     const cutoff = setTimeout(() => server.closeAllConnections(), deadlineMs);
-    server.close(() => {
+    // net's close, not http's: http's also closes every idle connection at once, fresh ones included.
+    const stopAccepting = () => NetServer.prototype.close.call(server, () => {
+      clearTimeout(grace);
       clearInterval(sweeper);
       clearTimeout(cutoff);
+      // (http's close would also stop its request-timeout check, an unref'd timer: a second close emits 'close' twice.)
       resolve();
     });
-    server.closeIdleConnections();
+    if (deadlineMs > ACCEPT_GRACE_MS) setTimeout(stopAccepting, ACCEPT_GRACE_MS);
+    else stopAccepting();
   });
 }
 

@@ -49,8 +49,14 @@ export interface NamespacedProcess {
 export function startInNamespace(t: Test, namespace: string, args: string[], env: NodeJS.ProcessEnv, ready: (output: string) => boolean): Promise<NamespacedProcess> {
   const child = spawn('ip', ['netns', 'exec', namespace, process.execPath, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  t.teardown(() => {
+  // Awaited, so that what the test removes after (its directories, the namespaces) is no longer in use:
+  // a draining agent still writes its probe file. SIGKILL if it outlives its own shutdown deadline.
+  t.teardown(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
     child.kill('SIGTERM');
+    const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    await exited;
+    clearTimeout(killer);
   });
   let output = '';
   return new Promise((resolve, reject) => {
