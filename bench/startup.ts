@@ -62,6 +62,20 @@ function stop(child: ChildProcess): Promise<void> {
   });
 }
 
+/** A baseline server (bench/bare-server.js or the dependency floor): spawn to its first answer, and RSS 3 s after. */
+async function firstAnswer(script: string, env: NodeJS.ProcessEnv): Promise<{ firstAnswerMs: number; rssBytes: number }> {
+  const spawned = performance.now();
+  const child = spawn(NODE, [script, '0', '700'], { stdio: ['ignore', 'pipe', 'ignore'], env });
+  try {
+    const port = await fromOutput(child, (line) => (typeof line.port === 'number' ? line.port : undefined));
+    const firstAnswerMs = await timeTo(`http://127.0.0.1:${port}/`, 200, spawned, child);
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    return { firstAnswerMs, rssBytes: rssBytes(child.pid as number) };
+  } finally {
+    await stop(child);
+  }
+}
+
 export async function startup(): Promise<void> {
   const cluster = await startCluster();
   const api = await startFakeApiServer({ issuer: cluster.issuer.issuer, jwks: await cluster.issuer.jwks() });
@@ -86,27 +100,8 @@ export async function startup(): Promise<void> {
         await stop(agent);
       }
 
-      const bareSpawned = performance.now();
-      const bare = spawn(NODE, [`${ROOT}bench/bare-server.js`, '0', '700'], { stdio: ['ignore', 'pipe', 'ignore'], env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: IMAGE_NODE_OPTIONS } });
-      try {
-        const port = await fromOutput(bare, (line) => (typeof line.port === 'number' ? line.port : undefined));
-        const firstAnswerMs = await timeTo(`http://127.0.0.1:${port}/`, 200, bareSpawned, bare);
-        await new Promise((resolve) => setTimeout(resolve, 3000));
-        bareRuns.push({ firstAnswerMs, rssBytes: rssBytes(bare.pid as number) });
-      } finally {
-        await stop(bare);
-      }
-
-      const floorSpawned = performance.now();
-      const floorChild = spawn(NODE, [floor.script, '0', '700'], { stdio: ['ignore', 'pipe', 'ignore'], env: floor.env });
-      try {
-        const port = await fromOutput(floorChild, (line) => (typeof line.port === 'number' ? line.port : undefined));
-        const firstAnswerMs = await timeTo(`http://127.0.0.1:${port}/`, 200, floorSpawned, floorChild);
-        await new Promise((resolve) => setTimeout(resolve, 3000));
-        floorRuns.push({ firstAnswerMs, rssBytes: rssBytes(floorChild.pid as number) });
-      } finally {
-        await stop(floorChild);
-      }
+      bareRuns.push(await firstAnswer(`${ROOT}bench/bare-server.js`, { PATH: process.env.PATH ?? '', NODE_OPTIONS: IMAGE_NODE_OPTIONS }));
+      floorRuns.push(await firstAnswer(floor.script, floor.env));
     }
   } finally {
     await Promise.all([api.close(), cluster.close(), rm(dir, { recursive: true, force: true })]);
