@@ -24,6 +24,8 @@ export interface CredentialEntry extends PreparedAnswer, Renewable {
    * back; after it, nobody holds credentials from here and renewing would spend quota for nobody.
    */
   servedUntil: number;
+  /** The cache's count of uses at this entry's latest hit or store: the least recently used goes first when full. */
+  lastUsed: number;
 }
 
 export interface EntryRequest {
@@ -52,6 +54,7 @@ export function createEntry(request: EntryRequest, result: ExchangeResult, fetch
     renewAt,
     renewalFailures: 0,
     servedUntil: 0,
+    lastUsed: 0,
   };
 }
 
