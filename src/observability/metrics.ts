@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { VERSION } from '../version.ts';
+import { RequestDurationHistogram } from './request-duration.ts';
 
 /**
  * The agent's metrics, on a registry of its own so that several agents can live in one process.
@@ -12,7 +13,8 @@ export interface AgentMetrics {
   readonly cacheState: Counter<'state'>;
   readonly cacheErrors: Counter<'type' | 'code'>;
 
-  readonly requestDuration: Histogram<'outcome'>;
+  /** Hits through observeHit(), every other outcome through observe(). */
+  readonly requestDuration: RequestDurationHistogram;
   readonly cacheLookups: Counter<'outcome'>;
   readonly cacheRenewals: Counter<'outcome'>;
   readonly cacheEvictions: Counter<'reason'>;
@@ -97,7 +99,7 @@ export function createMetrics(options: { readonly defaultMetrics?: boolean } = {
     httpResponses: new Counter({ name: 'pod_identity_http_response', help: 'Credential responses by HTTP status code (reference agent series)', labelNames: ['code'], registers, collect: tallied({ code: '200' }, () => hits.served) }),
     cacheState: new Counter({ name: 'pod_identity_cache_state', help: 'Credential cache lookups by state: hit or miss (reference agent series)', labelNames: ['state'], registers, collect: tallied({ state: 'hit' }, () => hits.served) }),
     cacheErrors: new Counter({ name: 'pod_identity_cache_errors', help: 'Failed credential fetches by error code and HTTP status (reference agent series)', labelNames: ['type', 'code'], registers }),
-    requestDuration: new Histogram({
+    requestDuration: new RequestDurationHistogram({
       name: 'pod_identity_request_duration_seconds',
       help: 'Credential requests from arrival to answer, by outcome: hit, miss, coalesced, stale, error',
       labelNames: ['outcome'],

@@ -148,12 +148,11 @@ function countRequests(metrics: AgentMetrics): (request: RequestRecord, seconds:
   const responses = new Map<number, { inc(): void }>();
   const durations = new Map<string, { observe(seconds: number): void }>();
   const miss = metrics.cacheState.labels('miss');
-  const hitDuration = metrics.requestDuration.labels('hit');
   const { hits } = metrics;
   return (request, seconds) => {
     if (request.status === 200 && request.outcome === 'hit') {
       hits.served += 1;
-      hitDuration.observe(seconds);
+      metrics.requestDuration.observeHit(seconds);
       return;
     }
     let byStatus = responses.get(request.status);

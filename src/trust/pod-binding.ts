@@ -23,7 +23,8 @@ export function bindToPod(pods: PodIndex, identity: VerifiedIdentity, remoteAddr
 
 /** "::ffff:169.254.1.2" as the plain IPv4 address a pod's status lists. */
 export function unmapped(address: string | undefined): string | undefined {
-  if (address === undefined) return undefined;
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  // Every request passes here: the common case, no prefix, without isIP's regular expression.
+  if (address === undefined || !address.startsWith('::ffff:')) return address;
+  const v4 = address.slice(7);
   return isIP(v4) === 4 ? v4 : address;
 }
