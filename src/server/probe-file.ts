@@ -13,7 +13,7 @@ export interface ProbeFile {
  * The kubelet probes a host-network pod at the node's addresses, where during a surge rollout both
  * agents listen: an httpGet probe could ask the old agent whether the new one is ready. So each
  * agent writes what `/healthz` and `/readyz` would answer to a file in its own pod's volume, and an
- * exec probe reads it with bash builtins only (no Node.js start per probe; README, "Upgrades").
+ * exec probe reads it with bash builtins only (no Node.js start per probe; daemonset/README.md, "Upgrades: surge rollouts on a shared port").
  * First line: `<live 0|1> <ready 0|1> <unix seconds>`; then the readiness report as JSON, for people.
  * Written to a temporary name and renamed, so a probe never reads half a file.
  */
