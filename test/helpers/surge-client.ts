@@ -96,8 +96,8 @@ async function loop(host: string, keepAlive: boolean): Promise<void> {
 }
 
 const loops = ['169.254.170.23', 'fd00:ec2::23'].flatMap((host) => [loop(host, false), loop(host, true)]);
-// With the answers by key so far: the migration test reads who served each phase.
-setInterval(() => process.stdout.write(`progress ${counts.requests} ${JSON.stringify(counts.byKey)}\n`), 100);
+// With the keep-alive retries and the answers by key so far: the migration test reads who served each phase, and retries per step.
+setInterval(() => process.stdout.write(`progress ${counts.requests} ${counts.keepAliveRetries} ${JSON.stringify(counts.byKey)}\n`), 100);
 process.on('SIGTERM', () => {
   termAt = Date.now() - T0;
   stopping = true;
