@@ -32,8 +32,8 @@ export async function resetHandover(dir: string): Promise<void> {
 /**
  * On the watcher's SIGTERM, before the agent stops listening: if no other agent of this kind listens
  * on the agent's port, the redirect goes (only its rules: the link stays, so that a connection to
- * port 80 with nobody there is refused at once rather than timing out; so does the table, empty, see
- * releaseRedirect), and pods' new connections
+ * port 80 with nobody there is refused at once rather than timing out; so does the table, with the
+ * rule that keeps connection tracking on, see releaseRedirect), and pods' new connections
  * reach whatever binds port 80 directly (the EKS add-on, during a switch back), while the agent still
  * answers those already sent to it. Another agent is another listening socket on the port in the
  * kernel's table (a surge rollout's other pod); this pod's agent is told apart by its sockets' inodes

@@ -52,18 +52,32 @@ export async function redirectInPlace(targets: readonly RedirectTarget[], port: 
 }
 
 /**
- * The hand-over: the table keeps its two chains, without a rule, so that new connections to port 80
- * go wherever they would without this agent (the add-on binding it itself) while those already sent
- * to the agent keep their translation until they end. Deleting the table could end that: with no nat
- * chain left in the network namespace the kernel stops NAT (and may stop connection tracking), and
- * the connections to the agent lose their mapping mid-stream (seen in the namespace tests as resets
- * and timeouts). `initialize --remove` deletes the table later. Returns whether a rule was there.
+ * The one rule of a handed-over table, in each chain. The kernel tracks connections in a network
+ * namespace only while some rule needs it, and a connection already redirected is translated (to the
+ * agent's port, and its answers back to port 80) from its conntrack entry. Where the dnat rules were
+ * the only users (nothing else on the node uses conntrack; kube-proxy's and the CNIs' NAT rules do),
+ * removing them turned tracking off, and the next packets of connections already sent to the agent
+ * went to port 80 untranslated: reset by the add-on's listener, or answered by one of its TIME_WAIT
+ * sockets and left hanging (captured at the hand-over, daemonset/lifecycle.md). A conntrack match keeps
+ * tracking on; it sees only a connection's first packet (a nat chain's), and changes nothing.
+ */
+const KEEP_TRACKING_RULE = 'ct state new counter comment "keeps connection tracking on: connections already redirected keep their translation"';
+
+/**
+ * The hand-over: the table keeps its two chains with KEEP_TRACKING_RULE and no redirect, so that new
+ * connections to port 80 go wherever they would without this agent (the add-on binding it itself)
+ * while those already sent to the agent keep their translation until they end. The nat chains keep
+ * the kernel's NAT step, the rule keeps connection tracking: deleting the table, or only its rules,
+ * could end either where nothing else needs them. `initialize --remove` deletes the table later.
+ * Returns whether a redirect was there.
  */
 export async function releaseRedirect(): Promise<boolean> {
   const objects = await listTable();
-  if (objects === undefined || !objects.some((o) => o.rule !== undefined)) return false;
-  await run('nft', ['-f', '-'], tableScript([], 0));
-  return true;
+  if (objects === undefined) return false;
+  const redirected = objects.some((o) => o.rule?.expr.some((e) => isDnat(e)) === true);
+  // Rewritten also when a version without the rule emptied it.
+  if (redirected || !handedOver(objects)) await run('nft', ['-f', '-'], tableScript([], 0));
+  return redirected;
 }
 
 /** Deletes the table (the redirect and nothing else); false when there was none. */
@@ -102,10 +116,11 @@ export function tableScript(targets: readonly RedirectTarget[], port: number): s
   // starts only with this table (nothing else on the node uses it), the kernel picks up connections
   // already open to whatever binds port 80 (the add-on) as new ones mid-stream, and a redirect of those
   // would reset them (seen in the namespace tests).
-  const rules = targets.map(({ family, address }) => {
+  const redirects = targets.map(({ family, address }) => {
     const to = family === 'ip6' ? `[${address}]:${port}` : `${address}:${port}`;
     return `    ${family} daddr ${address} tcp dport 80 tcp flags & (syn | ack) == syn dnat ${family} to ${to}\n`;
   });
+  const rules = targets.length === 0 ? [`    ${KEEP_TRACKING_RULE}\n`] : redirects;
   const comment =
     targets.length === 0
       ? // nft keeps at most 128 bytes of a comment.
@@ -148,17 +163,29 @@ async function listTable(): Promise<NftObject[] | undefined> {
  * one redirect per target in order. A table from an older version (priority -100) does not.
  */
 function holds(objects: readonly NftObject[] | undefined, targets: readonly RedirectTarget[], port: number): boolean {
+  return eachChain(objects, (rules) => rules.length === targets.length && targets.every((target, i) => redirects(rules[i]!.expr, target, port)));
+}
+
+/** Whether the listed table is the hand-over's: our chains, each with KEEP_TRACKING_RULE alone. */
+function handedOver(objects: readonly NftObject[]): boolean {
+  const keeps = { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } };
+  return eachChain(objects, (rules) => rules.length === 1 && rules[0]!.expr.some((e) => isDeepStrictEqual(e, keeps)));
+}
+
+/** Whether the table holds exactly our chains (nat, hook, priority, policy accept), and each chain's rules pass `check`. */
+function eachChain(objects: readonly NftObject[] | undefined, check: (rules: readonly NftRule[]) => boolean): boolean {
   if (objects === undefined) return false;
   const chains = objects.flatMap((o) => (o.chain === undefined ? [] : [o.chain]));
   const rules = objects.flatMap((o) => (o.rule === undefined ? [] : [o.rule]));
   if (chains.length !== CHAINS.length) return false;
   return CHAINS.every(({ name, hook }) => {
     const chain = chains.find((c) => c.name === name);
-    const own = rules.filter((r) => r.chain === name);
     const shaped = chain?.type === 'nat' && chain.hook === hook && chain.prio === NAT_PRIORITY && chain.policy === 'accept';
-    return shaped && own.length === targets.length && targets.every((target, i) => redirects(own[i]!.expr, target, port));
+    return shaped && check(rules.filter((r) => r.chain === name));
   });
 }
+
+const isDnat = (expr: unknown): boolean => typeof expr === 'object' && expr !== null && 'dnat' in expr;
 
 /** The rule's daddr and dport matches and its DNAT, as nft's JSON schema writes them; counters and the like may be added. */
 function redirects(expr: readonly unknown[], { family, address }: RedirectTarget, port: number): boolean {

@@ -45,9 +45,18 @@ function once(host: string, agent: Agent | false): Promise<{ ok: boolean; error?
     const start = Date.now();
     const events: string[] = [];
     const mark = (event: string) => () => events.push(`${event}@${Date.now() - start}`);
+    // The local port and the wall-clock start match a failure to a packet capture.
+    let localPort: number | undefined;
     req.on('socket', (socket) => {
       mark('socket')();
-      socket.on('connect', mark('connect')).on('data', mark('data')).on('end', mark('end'));
+      localPort = socket.localPort;
+      socket
+        .on('connect', () => {
+          localPort = socket.localPort;
+          mark('connect')();
+        })
+        .on('data', mark('data'))
+        .on('end', mark('end'));
     });
     let extended = false;
     req.on('timeout', () =>
@@ -59,7 +68,7 @@ function once(host: string, agent: Agent | false): Promise<{ ok: boolean; error?
         } else req.destroy(new Error('timeout'));
       }),
     );
-    req.on('error', (error: NodeJS.ErrnoException) => resolve({ ok: false, error: `${error.code ?? error.message}`, detail: `started ${start - T0} ms, SIGTERM ${termAt} ms, ${events.join(' ')}, previous answer ${lastKey[host + String(agent !== false)]}`, reused: req.reusedSocket }));
+    req.on('error', (error: NodeJS.ErrnoException) => resolve({ ok: false, error: `${error.code ?? error.message}`, detail: `started ${start - T0} ms (${new Date(start).toISOString()}), port ${localPort}, SIGTERM ${termAt} ms, ${events.join(' ')}, previous answer ${lastKey[host + String(agent !== false)]}`, reused: req.reusedSocket }));
     req.end();
   });
 }
@@ -87,8 +96,8 @@ async function loop(host: string, keepAlive: boolean): Promise<void> {
 }
 
 const loops = ['169.254.170.23', 'fd00:ec2::23'].flatMap((host) => [loop(host, false), loop(host, true)]);
-// With the answers by key so far: the migration test reads who served each phase.
-setInterval(() => process.stdout.write(`progress ${counts.requests} ${JSON.stringify(counts.byKey)}\n`), 100);
+// With the keep-alive retries and the answers by key so far: the migration test reads who served each phase, and retries per step.
+setInterval(() => process.stdout.write(`progress ${counts.requests} ${counts.keepAliveRetries} ${JSON.stringify(counts.byKey)}\n`), 100);
 process.on('SIGTERM', () => {
   termAt = Date.now() - T0;
   stopping = true;
