@@ -41,7 +41,7 @@ async function makeNode(t: Test, suffix: string) {
     // Per network namespace: read from inside the node's.
     migrateReq: async () => (await sh('cat', '/proc/sys/net/ipv4/tcp_migrate_req')).trim(),
     hasTable: async () => (await sh('nft', 'list', 'tables')).includes('inet pod_identity_agent'),
-    /** A redirect rule in the node's ruleset (the hand-over leaves the table's chains, empty). */
+    /** A redirect rule in the node's ruleset (the hand-over leaves the table's chains, with only a rule that keeps connection tracking on). */
     redirects: async () => / dnat /.test(await sh('nft', 'list', 'ruleset')),
     link: () => sh('ip', '-details', 'link', 'show', 'dev', 'pod-id-link0').then((out) => out, () => undefined),
   };
@@ -144,7 +144,7 @@ t.test('the redirect waits for its port to answer; the hand-over when this pod\'
   t.equal(await last.exited, 0);
   t.equal((await readFile(join(dir, 'handed-over'), 'utf8')).trim(), 'removed');
   t.equal(await n.redirects(), false, 'the redirect is gone');
-  t.equal(await n.hasTable(), true, 'its table stays, empty, keeping the translation of connections already redirected');
+  t.equal(await n.hasTable(), true, 'its table stays, without the redirect, keeping the translation of connections already redirected');
   t.ok(await n.link(), 'the link stays');
   t.match(await fromPod.ask(ENDPOINTS[0]!), /^no answer: ECONNREFUSED$/);
   t.match(await n.cli('--remove'), /removed the redirect of port 80/, '--remove deletes the table');
