@@ -21,6 +21,9 @@ ENV NODE_ENV=production
 # Without a cap V8 grows the young generation to 128 MB under load; 128 MB of old space holds about
 # 25,000 cached identities (bench/README.md). Raise it with --max-cache-size beyond 20,000.
 ENV NODE_OPTIONS="--max-semi-space-size=4 --max-old-space-size=128"
+# One glibc malloc arena for every thread: V8's worker threads otherwise each keep an arena of freed
+# memory resident after a burst, about 13 MB at 10 identities and 24 MB at 10,000 (bench/README.md).
+ENV MALLOC_ARENA_MAX=1
 # V8's compiled code for the bundle, made here once, with the runtime's own flags and user (Node keys
 # the cache by both), so each start skips compiling it: faster to ready and about 15 MB less RSS.
 # Read-only at run time (the pod's root filesystem is); a cache miss only means compiling as usual.

@@ -5,14 +5,14 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
-import { IMAGE_NODE_OPTIONS, NODE } from './lib.ts';
+import { IMAGE_MALLOC_ARENA_MAX, IMAGE_NODE_OPTIONS, NODE } from './lib.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 
 export interface FloorBuild {
   /** The bundle's entry point. */
   readonly script: string;
-  /** The environment to run it with: the image's NODE_OPTIONS and a compile cache made for it. */
+  /** The environment to run it with: the image's NODE_OPTIONS and MALLOC_ARENA_MAX, and a compile cache made for it. */
   readonly env: Record<string, string>;
 }
 
@@ -34,7 +34,7 @@ export async function buildDependencyFloor(): Promise<FloorBuild> {
     banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
   });
   const script = join(outdir, 'dependency-floor.js');
-  const env = { PATH: process.env.PATH ?? '', NODE_OPTIONS: IMAGE_NODE_OPTIONS, NODE_COMPILE_CACHE: join(outdir, 'compile-cache') };
+  const env = { PATH: process.env.PATH ?? '', MALLOC_ARENA_MAX: IMAGE_MALLOC_ARENA_MAX, NODE_OPTIONS: IMAGE_NODE_OPTIONS, NODE_COMPILE_CACHE: join(outdir, 'compile-cache') };
   execFileSync(NODE, [script], { env, stdio: 'ignore' });
   return { script, env };
 }

@@ -21,12 +21,19 @@ export const NODE = process.execPath;
 export const IMAGE_NODE_OPTIONS = '--max-semi-space-size=4 --max-old-space-size=128';
 
 /**
+ * The image's malloc setting (Dockerfile, ENV MALLOC_ARENA_MAX): one glibc arena for all threads, so
+ * that V8's worker threads do not each keep an arena of freed memory resident (bench/README.md,
+ * memory). Every process of a benchmark runs with it, the baselines too, to compare like for like.
+ */
+export const IMAGE_MALLOC_ARENA_MAX = '1';
+
+/**
  * The image's compile cache (Dockerfile: NODE_COMPILE_CACHE, made by one `version` run with the
  * image's NODE_OPTIONS), made the same way once per benchmark run, so each agent starts as the image's does.
  */
 let compileCache: string | undefined;
 export function imageEnv(): Record<string, string> {
-  const env = { PATH: process.env.PATH ?? '', NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}`.trim() };
+  const env = { PATH: process.env.PATH ?? '', MALLOC_ARENA_MAX: IMAGE_MALLOC_ARENA_MAX, NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}`.trim() };
   if (compileCache === undefined) {
     compileCache = mkdtempSync(join(tmpdir(), 'pia-compile-cache-'));
     execFileSync(NODE, [`${ROOT}dist/cli.js`, 'version'], { env: { ...env, NODE_COMPILE_CACHE: compileCache }, stdio: 'ignore' });
@@ -142,7 +149,7 @@ export async function startEmulatorProcess(tokenCount: number): Promise<Emulator
 export async function startBareServer(bodyBytes: number, delayMs = 0, serverOptions: Record<string, unknown> = {}): Promise<{ child: ChildProcess; url: string; stop(): Promise<void> }> {
   const child = spawn(NODE, [`${ROOT}bench/bare-server.js`, '0', String(bodyBytes), String(delayMs), JSON.stringify(serverOptions)], {
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}` },
+    env: { PATH: process.env.PATH ?? '', MALLOC_ARENA_MAX: IMAGE_MALLOC_ARENA_MAX, NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}` },
   });
   // Its one line on stdout: the port it was given.
   const port = await new Promise<number>((resolve, reject) => {

@@ -5,12 +5,13 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { IMAGE_NODE_OPTIONS } from '../bench/lib.ts';
+import { IMAGE_MALLOC_ARENA_MAX, IMAGE_NODE_OPTIONS } from '../bench/lib.ts';
 
 const dockerfile = await readFile(new URL('../Dockerfile', import.meta.url), 'utf8');
 
-t.test('the benchmarks run the agent with the image\'s V8 limits', async (t) => {
+t.test('the benchmarks run the agent with the image\'s V8 limits and malloc setting', async (t) => {
   t.match(dockerfile, `ENV NODE_OPTIONS="${IMAGE_NODE_OPTIONS}"`);
+  t.match(dockerfile, `ENV MALLOC_ARENA_MAX=${IMAGE_MALLOC_ARENA_MAX}\n`);
 });
 
 t.test('the image runs the compiled CLI as a non-root user', async (t) => {
