@@ -146,19 +146,27 @@ export async function startEmulatorProcess(tokenCount: number): Promise<Emulator
 }
 
 /** A bare node:http server answering a fixed body: the ceiling the agent is measured against. */
-export async function startBareServer(bodyBytes: number, delayMs = 0, serverOptions: Record<string, unknown> = {}): Promise<{ child: ChildProcess; url: string; stop(): Promise<void> }> {
-  const child = spawn(NODE, [`${ROOT}bench/bare-server.js`, '0', String(bodyBytes), String(delayMs), JSON.stringify(serverOptions)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { PATH: process.env.PATH ?? '', MALLOC_ARENA_MAX: IMAGE_MALLOC_ARENA_MAX, NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}` },
-  });
-  // Its one line on stdout: the port it was given.
+export function startBareServer(bodyBytes: number, delayMs = 0, serverOptions: Record<string, unknown> = {}): Promise<ScriptServer> {
+  const env = { PATH: process.env.PATH ?? '', MALLOC_ARENA_MAX: IMAGE_MALLOC_ARENA_MAX, NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}` };
+  return startScriptServer(`${ROOT}bench/bare-server.js`, ['0', String(bodyBytes), String(delayMs), JSON.stringify(serverOptions)], env);
+}
+
+export interface ScriptServer {
+  readonly child: ChildProcess;
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+/** A script that serves node:http and prints one line, `{"port":N}` (bench/bare-server.js, bench/dependency-floor.js). */
+export async function startScriptServer(script: string, args: readonly string[], env: Record<string, string>): Promise<ScriptServer> {
+  const child = spawn(NODE, [script, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
   const port = await new Promise<number>((resolve, reject) => {
     let text = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       text += chunk.toString();
       if (text.includes('\n')) resolve((JSON.parse(text.split('\n')[0]!) as { port: number }).port);
     });
-    child.once('exit', (code) => reject(new Error(`bare server exited with ${code}`)));
+    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
   });
   await waitUntilUp(`http://127.0.0.1:${port}/`);
   return { child, url: `http://127.0.0.1:${port}/v1/credentials`, stop: () => stop(child) };
