@@ -5,7 +5,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
-import { IMAGE_MALLOC_ARENA_MAX, IMAGE_NODE_OPTIONS, NODE } from './lib.ts';
+import { NODE, runtimeEnv } from './lib.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 
@@ -34,7 +34,7 @@ export async function buildDependencyFloor(): Promise<FloorBuild> {
     banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
   });
   const script = join(outdir, 'dependency-floor.js');
-  const env = { PATH: process.env.PATH ?? '', MALLOC_ARENA_MAX: IMAGE_MALLOC_ARENA_MAX, NODE_OPTIONS: IMAGE_NODE_OPTIONS, NODE_COMPILE_CACHE: join(outdir, 'compile-cache') };
+  const env = { ...runtimeEnv(false), NODE_COMPILE_CACHE: join(outdir, 'compile-cache') };
   execFileSync(NODE, [script], { env, stdio: 'ignore' });
   return { script, env };
 }

@@ -29,7 +29,11 @@ interface Contender {
 }
 
 function median(runs: readonly Run[], pick: (r: Run) => number): number {
-  const sorted = runs.map(pick).sort((a, b) => a - b);
+  return middle(runs.map(pick));
+}
+
+function middle(values: number[]): number {
+  const sorted = values.sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
 }
 
@@ -86,10 +90,7 @@ export async function hitThroughput(): Promise<void> {
   // Each round's ratio, then their median: rounds run a few seconds apart, so a slow spell of the
   // machine weighs on both sides of one ratio rather than on one side of the medians' ratio.
   const paired = (c: Contender, against: Contender) => {
-    const each = (pick: (r: Run) => number) => {
-      const ratios = c.runs.map((run, i) => pick(run) / pick(against.runs[i] as Run)).sort((a, b) => a - b);
-      return round(ratios[Math.floor(ratios.length / 2)] ?? Number.NaN, 3);
-    };
+    const each = (pick: (r: Run) => number) => round(middle(c.runs.map((run, i) => pick(run) / pick(against.runs[i] as Run))), 3);
     return { throughputRatio: each((r) => r.requestsPerSecond), p99Ratio: each((r) => r.p99Ms), cpuPerRequestRatio: each((r) => r.cpuMicrosPerRequest) };
   };
   const [bareContender, , shippedContender, , floorContender] = contenders as [Contender, Contender, Contender, Contender, Contender];

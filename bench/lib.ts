@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { once } from 'node:events';
 import { promisify } from 'node:util';
 import { request } from 'undici';
+import { listeningSockets } from '../src/netsetup/listeners.ts';
 import { type EmulatedCluster, startEmulatedCluster } from '../test/emulator/emulated-cluster.ts';
 
 const run = promisify(execFile);
@@ -28,12 +29,21 @@ export const IMAGE_NODE_OPTIONS = '--max-semi-space-size=4 --max-old-space-size=
 export const IMAGE_MALLOC_ARENA_MAX = '1';
 
 /**
+ * What a server under test runs with: the image's NODE_OPTIONS and malloc setting, plus
+ * BENCH_SERVER_NODE_OPTIONS (a profiler, say) unless `profiled` is false.
+ */
+export function runtimeEnv(profiled = true): Record<string, string> {
+  const extra = profiled ? (process.env.BENCH_SERVER_NODE_OPTIONS ?? '') : '';
+  return { PATH: process.env.PATH ?? '', MALLOC_ARENA_MAX: IMAGE_MALLOC_ARENA_MAX, NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${extra}`.trim() };
+}
+
+/**
  * The image's compile cache (Dockerfile: NODE_COMPILE_CACHE, made by one `version` run with the
  * image's NODE_OPTIONS), made the same way once per benchmark run, so each agent starts as the image's does.
  */
 let compileCache: string | undefined;
 export function imageEnv(): Record<string, string> {
-  const env = { PATH: process.env.PATH ?? '', MALLOC_ARENA_MAX: IMAGE_MALLOC_ARENA_MAX, NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}`.trim() };
+  const env = runtimeEnv();
   if (compileCache === undefined) {
     compileCache = mkdtempSync(join(tmpdir(), 'pia-compile-cache-'));
     execFileSync(NODE, [`${ROOT}dist/cli.js`, 'version'], { env: { ...env, NODE_COMPILE_CACHE: compileCache }, stdio: 'ignore' });
@@ -147,8 +157,7 @@ export async function startEmulatorProcess(tokenCount: number): Promise<Emulator
 
 /** A bare node:http server answering a fixed body: the ceiling the agent is measured against. */
 export function startBareServer(bodyBytes: number, delayMs = 0, serverOptions: Record<string, unknown> = {}): Promise<ScriptServer> {
-  const env = { PATH: process.env.PATH ?? '', MALLOC_ARENA_MAX: IMAGE_MALLOC_ARENA_MAX, NODE_OPTIONS: `${IMAGE_NODE_OPTIONS} ${process.env.BENCH_SERVER_NODE_OPTIONS ?? ''}` };
-  return startScriptServer(`${ROOT}bench/bare-server.js`, ['0', String(bodyBytes), String(delayMs), JSON.stringify(serverOptions)], env);
+  return startScriptServer(`${ROOT}bench/bare-server.js`, ['0', String(bodyBytes), String(delayMs), JSON.stringify(serverOptions)], runtimeEnv());
 }
 
 export interface ScriptServer {
@@ -172,8 +181,8 @@ export async function startScriptServer(script: string, args: readonly string[],
   return { child, url: `http://127.0.0.1:${port}/v1/credentials`, stop: () => stop(child) };
 }
 
-/** The TCP ports process `pid` listens on (Linux /proc): its sockets' inodes among the listening ones. */
-function listeningPorts(pid: number): number[] {
+/** The TCP ports process `pid` listens on (Linux /proc): its sockets' inodes among the listening ones of its namespace. */
+async function listeningPorts(pid: number): Promise<number[]> {
   const inodes = new Set<string>();
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
     let target = '';
@@ -185,22 +194,14 @@ function listeningPorts(pid: number): number[] {
     const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
     if (inode !== undefined) inodes.add(inode);
   }
-  const ports: number[] = [];
-  for (const table of ['tcp', 'tcp6']) {
-    for (const row of readFileSync(`/proc/${pid}/net/${table}`, 'utf8').split('\n').slice(1)) {
-      // local_address is HEXADDR:HEXPORT, st 0A is LISTEN, and the inode is the tenth column.
-      const [, local = '', , state, , , , , , inode = ''] = row.trim().split(/\s+/);
-      if (state === '0A' && inodes.has(inode)) ports.push(Number.parseInt(local.split(':')[1] ?? '', 16));
-    }
-  }
-  return ports;
+  return (await listeningSockets(`/proc/${pid}/net`)).filter((l) => inodes.has(l.inode)).map((l) => l.port);
 }
 
 /** Which of the agent's three listeners is which: the probe answers /healthz, the metrics /metrics. */
 async function agentPorts(child: ChildProcess): Promise<{ credentials: number; probe: number; metrics: number }> {
   for (let i = 0; i < 100; i += 1) {
     if (child.exitCode !== null) throw new Error(`the agent exited with ${child.exitCode}`);
-    const ports = listeningPorts(child.pid!);
+    const ports = await listeningPorts(child.pid!);
     if (ports.length === 3) {
       const answers = async (port: number, path: string) => {
         try {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { startFakeApiServer } from '../test/helpers/fake-apiserver.ts';
 import { buildDependencyFloor } from './floor-build.ts';
-import { IMAGE_MALLOC_ARENA_MAX, IMAGE_NODE_OPTIONS, NODE, imageEnv, report, round, rssBytes, startCluster } from './lib.ts';
+import { NODE, imageEnv, runtimeEnv, report, round, rssBytes, startCluster } from './lib.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const ROUNDS = 5;
@@ -100,7 +100,7 @@ export async function startup(): Promise<void> {
         await stop(agent);
       }
 
-      bareRuns.push(await firstAnswer(`${ROOT}bench/bare-server.js`, { PATH: process.env.PATH ?? '', MALLOC_ARENA_MAX: IMAGE_MALLOC_ARENA_MAX, NODE_OPTIONS: IMAGE_NODE_OPTIONS }));
+      bareRuns.push(await firstAnswer(`${ROOT}bench/bare-server.js`, runtimeEnv(false)));
       floorRuns.push(await firstAnswer(floor.script, floor.env));
     }
   } finally {
