@@ -1,6 +1,6 @@
 import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { IPV4_ADDRESS, IPV6_ADDRESS } from './initialize.ts';
+import { onAgentAddress } from './initialize.ts';
 import { listeningSockets } from './listeners.ts';
 import { releaseRedirect } from './port-redirect.ts';
 
@@ -45,7 +45,7 @@ export async function handOver(options: HandoverOptions): Promise<'removed' | 'k
   try {
     const own = await ownSockets(options);
     const others = (await listeningSockets()).filter(
-      (l) => l.port === options.port && (l.address === IPV4_ADDRESS || l.address === IPV6_ADDRESS) && !own.has(l.inode),
+      (l) => l.port === options.port && onAgentAddress(l) && !own.has(l.inode),
     );
     if (others.length > 0) {
       outcome = 'kept';

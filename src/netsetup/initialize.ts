@@ -1,11 +1,14 @@
 import { CommandError, ipJson, run } from './command.ts';
 import { NO_MARK, mayMark, parseMark, writeMark } from './link-mark.ts';
 import { type RedirectTarget, ensureRedirect, portAnswers, redirectInPlace } from './port-redirect.ts';
-import { MIGRATE_REQ, ensureMigrateReq } from './sysctl.ts';
+import { MIGRATE_REQ_SETTING, ensureMigrateReq } from './sysctl.ts';
 
 export const LINK_NAME = 'pod-id-link0';
 export const IPV4_ADDRESS = '169.254.170.23';
 export const IPV6_ADDRESS = 'fd00:ec2::23';
+
+/** Whether a listener is on one of the two addresses pods are sent to. */
+export const onAgentAddress = (listener: { readonly address: string }): boolean => listener.address === IPV4_ADDRESS || listener.address === IPV6_ADDRESS;
 
 export type LinkType = 'auto' | 'dummy' | 'veth';
 
@@ -91,7 +94,7 @@ export async function applySetup(options: InitializeOptions, onChange: (change: 
   if (options.procSys !== undefined) {
     const migrate = await ensureMigrateReq(options.procSys);
     if (migrate !== 'unchanged' && 'set' in migrate) {
-      changed(`set ${MIGRATE_REQ.replaceAll('/', '.')} = 1`);
+      changed(`set ${MIGRATE_REQ_SETTING} = 1`);
       // Recorded on the node for `initialize --remove`; never over another program's alias.
       if (mayMark(link.ifalias)) await writeMark(LINK_NAME, { ...parseMark(link.ifalias), migrateReqWas: migrate.set });
     } else if (migrate !== 'unchanged') {

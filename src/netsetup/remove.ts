@@ -1,9 +1,9 @@
 import { run } from './command.ts';
-import { IPV4_ADDRESS, IPV6_ADDRESS, LINK_NAME, findLink } from './initialize.ts';
+import { LINK_NAME, findLink, onAgentAddress } from './initialize.ts';
 import { NO_MARK, parseMark, writeMark } from './link-mark.ts';
 import { listeningSockets } from './listeners.ts';
 import { TABLE, removeRedirect } from './port-redirect.ts';
-import { MIGRATE_REQ, restoreMigrateReq } from './sysctl.ts';
+import { MIGRATE_REQ_SETTING, restoreMigrateReq } from './sysctl.ts';
 
 export interface RemoveOptions {
   /** Where the host network's sysctls are (the sysctl is restored there); undefined: left alone. */
@@ -32,12 +32,11 @@ export async function remove(options: RemoveOptions): Promise<readonly string[]>
   const link = await findLink(LINK_NAME);
   const mark = parseMark(link?.ifalias);
   if (mark.migrateReqWas !== undefined && options.procSys !== undefined) {
-    const setting = MIGRATE_REQ.replaceAll('/', '.');
-    if (await restoreMigrateReq(options.procSys, mark.migrateReqWas)) changed(`restored ${setting} = ${mark.migrateReqWas}`);
-    else options.log('info', `left ${setting} as it is: it is no longer the 1 that initialize set`);
+    if (await restoreMigrateReq(options.procSys, mark.migrateReqWas)) changed(`restored ${MIGRATE_REQ_SETTING} = ${mark.migrateReqWas}`);
+    else options.log('info', `left ${MIGRATE_REQ_SETTING} as it is: it is no longer the 1 that initialize set`);
   }
   if (link !== undefined && mark.created) {
-    const others = (await listeningSockets()).filter((l) => (l.address === IPV4_ADDRESS || l.address === IPV6_ADDRESS) && l.port !== options.redirectPort);
+    const others = (await listeningSockets()).filter((l) => onAgentAddress(l) && l.port !== options.redirectPort);
     if (others.length === 0) {
       // Its addresses and routes go with it; so does a veth pair's peer.
       await run('ip', ['link', 'del', 'dev', LINK_NAME]);

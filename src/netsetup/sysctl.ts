@@ -3,6 +3,8 @@ import { join } from 'node:path';
 
 /** Relative to the proc sysctl root: per network namespace, so the host network's own (kernel 5.14+). */
 export const MIGRATE_REQ = 'net/ipv4/tcp_migrate_req';
+/** The same, as sysctl(8) and the log lines name it. */
+export const MIGRATE_REQ_SETTING = MIGRATE_REQ.replaceAll('/', '.');
 
 /** `set` carries the value it replaced, which `initialize --remove` puts back. */
 export type MigrateOutcome = 'unchanged' | { readonly set: string } | { readonly unavailable: string };
