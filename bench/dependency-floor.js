@@ -4,7 +4,8 @@
 // what the runtime plus its required dependencies cost and what the agent itself adds.
 // Left out: @aws-sdk/client-sts, which the agent loads only with --upstream sts.
 import { createServer } from 'node:http';
-import * as kubernetes from '@kubernetes/client-node';
+// The parts of client-node the agent imports (src/k8s/): the rest of it is dropped from both bundles (build.ts).
+import { HttpMethod, KubeConfig, RequestContext, Watch } from '@kubernetes/client-node';
 import * as credentialProviders from '@aws-sdk/credential-providers';
 import * as hashNode from '@smithy/hash-node';
 import * as signatureV4 from '@smithy/signature-v4';
@@ -15,7 +16,7 @@ import * as undici from 'undici';
 import * as yaml from 'yaml';
 
 // Held, so that the bundler cannot drop an import as unused.
-globalThis.dependencies = [kubernetes, credentialProviders, hashNode, signatureV4, jose, pino, promClient, undici, yaml];
+globalThis.dependencies = [HttpMethod, KubeConfig, RequestContext, Watch, credentialProviders, hashNode, signatureV4, jose, pino, promClient, undici, yaml];
 
 const [port, size] = process.argv.slice(2).map(Number);
 // Without a port: imported, and gone (to make the compile cache, as the image's build does for the agent).

@@ -1,10 +1,11 @@
-// Bundles bench/dependency-floor.js as `npm run build` bundles the agent (package.json's build
-// script: the same esbuild options), and makes its compile cache as the image does for the agent.
+// Bundles bench/dependency-floor.js as `npm run build` bundles the agent (build.ts: the same
+// esbuild options), and makes its compile cache as the image does for the agent.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
+import { bundleOptions } from '../build.ts';
 import { NODE, runtimeEnv } from './lib.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -18,21 +19,7 @@ export interface FloorBuild {
 
 export async function buildDependencyFloor(): Promise<FloorBuild> {
   const outdir = mkdtempSync(join(tmpdir(), 'pia-floor-'));
-  await build({
-    entryPoints: [`${ROOT}bench/dependency-floor.js`],
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node24',
-    splitting: true,
-    outdir,
-    minify: true,
-    keepNames: true,
-    legalComments: 'none',
-    logLevel: 'warning',
-    external: ['supports-color'],
-    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
-  });
+  await build({ ...bundleOptions(`${ROOT}bench/dependency-floor.js`, outdir), sourcemap: false });
   const script = join(outdir, 'dependency-floor.js');
   const env = { ...runtimeEnv(false), NODE_COMPILE_CACHE: join(outdir, 'compile-cache') };
   execFileSync(NODE, [script], { env, stdio: 'ignore' });

@@ -38,15 +38,15 @@ export function runtimeEnv(profiled = true): Record<string, string> {
 }
 
 /**
- * The image's compile cache (Dockerfile: NODE_COMPILE_CACHE, made by one `version` run with the
- * image's NODE_OPTIONS), made the same way once per benchmark run, so each agent starts as the image's does.
+ * The image's compile cache (Dockerfile: NODE_COMPILE_CACHE, made by one `compile-cache` run with
+ * the image's NODE_OPTIONS), made the same way once per benchmark run, so each agent starts as the image's does.
  */
 let compileCache: string | undefined;
 export function imageEnv(): Record<string, string> {
   const env = runtimeEnv();
   if (compileCache === undefined) {
     compileCache = mkdtempSync(join(tmpdir(), 'pia-compile-cache-'));
-    execFileSync(NODE, [`${ROOT}dist/cli.js`, 'version'], { env: { ...env, NODE_COMPILE_CACHE: compileCache }, stdio: 'ignore' });
+    execFileSync(NODE, [`${ROOT}dist/cli.js`, 'compile-cache'], { env: { ...env, NODE_COMPILE_CACHE: compileCache }, stdio: 'ignore' });
   }
   // BENCH_NO_COMPILE_CACHE=1 measures what the cache buys.
   return process.env.BENCH_NO_COMPILE_CACHE === '1' ? env : { ...env, NODE_COMPILE_CACHE: compileCache };

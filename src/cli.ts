@@ -8,6 +8,14 @@ if (!supportedNode(process.versions.node)) {
   process.stderr.write(`pod-identity-agent: Node.js ${process.versions.node} is not supported: it needs Node.js 22.19 or later (24 LTS recommended)\n`);
   process.exit(1);
 }
+// undici parses HTTP answers with WebAssembly, and V8's optimizing tier compiled its parser with
+// 15 MB of scratch memory at start-up that glibc then kept: 11 MB of idle RSS (bench/README.md). The
+// baseline tier (Liftoff) parses the few answers from EKS Auth and the API server well enough, and the
+// hit path runs no WebAssembly. Both flags are needed: either alone still tiers up. Set before any other
+// chunk loads, in every command, so that the image's compile cache is made and read under the same
+// flags (V8 rejects a cache made under others).
+const { setFlagsFromString } = await import('node:v8');
+setFlagsFromString('--no-wasm-tier-up --no-wasm-dynamic-tiering');
 // The default export: bundled, a CommonJS package's dynamic import has no named ones.
 const { default: pino } = await import('pino');
 const { ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } = await import('./config/index.ts');
@@ -17,6 +25,20 @@ const { watch } = await import('./netsetup/watch.ts');
 const { formatDuration } = await import('./duration.ts');
 const { createLogger } = await import('./observability/logger.ts');
 const { VERSION } = await import('./version.ts');
+
+/** Imports every chunk beside this one (dist/): their modules only define things until called. */
+async function compileCache(): Promise<number> {
+  if (process.env.NODE_COMPILE_CACHE === undefined) {
+    process.stderr.write('pod-identity-agent compile-cache: NODE_COMPILE_CACHE is not set, so there is no cache to fill\n');
+    return 2;
+  }
+  const { readdirSync } = await import('node:fs');
+  const self = new URL(import.meta.url);
+  for (const file of readdirSync(new URL('.', self))) {
+    if (file.endsWith('.js') && new URL(file, self).href !== self.href) await import(new URL(file, self).href);
+  }
+  return 0;
+}
 
 /** package.json's engines: >=22.19. */
 function supportedNode(version: string): boolean {
@@ -30,6 +52,9 @@ Commands:
   server      serve pod credentials (see: pod-identity-agent server --help)
   initialize  give this node the agent's link-local addresses (see: pod-identity-agent initialize --help)
   version     print the version
+  compile-cache
+              load every chunk of the bundle without running it, so that NODE_COMPILE_CACHE holds
+              their compiled code (the image's build runs it once)
 `;
 
 async function main(argv: readonly string[]): Promise<number> {
@@ -43,6 +68,8 @@ async function main(argv: readonly string[]): Promise<number> {
     case '--version':
       process.stdout.write(`${VERSION}\n`);
       return 0;
+    case 'compile-cache':
+      return compileCache();
     case undefined:
     case 'help':
     case '--help':

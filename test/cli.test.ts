@@ -1,6 +1,9 @@
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { type AddressInfo, createServer } from 'node:net';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { VERSION } from '../src/version.ts';
@@ -31,6 +34,24 @@ t.test('version', async (t) => {
   const result = await cli(['version']);
   t.equal(result.code, 0);
   t.equal(result.stdout, `${VERSION}\n`);
+});
+
+t.test('compile-cache: fills NODE_COMPILE_CACHE with every chunk of the bundle, which a server start then reads', async (t) => {
+  const refused = await cli(['compile-cache'], { NODE_COMPILE_CACHE: undefined });
+  t.equal(refused.code, 2);
+  t.equal(refused.stderr, 'pod-identity-agent compile-cache: NODE_COMPILE_CACHE is not set, so there is no cache to fill\n');
+  const cache = await mkdtemp(join(tmpdir(), 'pia-compile-cache-'));
+  t.teardown(() => rm(cache, { recursive: true, force: true }));
+  t.equal((await cli(['compile-cache'], { NODE_COMPILE_CACHE: cache })).code, 0);
+  const chunks = (await readdir(dirname(CLI))).filter((file) => file.endsWith('.js')).sort();
+  // A second run loads every chunk again, under the flags the CLI sets for all its commands (the
+  // agent's chunk included): Node logs each module's verdict on its cached code.
+  const again = await cli(['compile-cache'], { NODE_COMPILE_CACHE: cache, NODE_DEBUG_NATIVE: 'COMPILE_CACHE' });
+  const accepted = [...again.stderr.matchAll(/V8 code cache for ESM file:\/\/\S+\/([^/\s]+\.js) was accepted/g)].map((match) => match[1]).sort();
+  t.same(chunks.filter((file) => !accepted.includes(file)), [], 'every chunk comes from the cache');
+  const rejected = [...again.stderr.matchAll(/V8 code cache for ESM file:\/\/\S+\/([^/\s]+\.js) was rejected/g)].map((match) => match[1]);
+  t.same(rejected.filter((file) => chunks.includes(file as string)), [], 'none of them is rejected');
+  t.ok(chunks.some((file) => file.startsWith('agent-')), 'the agent\'s chunk is one of them');
 });
 
 /** The machine's own Node.js, older than the engines' 22.19 (this CI machine's /usr/bin/node is 20). */

@@ -25,7 +25,7 @@ t.test('the image keeps the bundle\'s compiled code, made with the runtime\'s fl
   t.match(runStage, /^ENV NODE_COMPILE_CACHE=\/app\/compile-cache$/m);
   t.match(runStage, /^RUN install -d -o 65532 -g 65532 \/app\/compile-cache$/m, 'a cache directory the agent\'s user owns at build time');
   // Node keys the cache by V8 flags and uid: made after ENV NODE_OPTIONS and USER, or never used.
-  const order = ['ENV NODE_OPTIONS=', 'USER 65532:65532', 'RUN node /app/dist/cli.js version', 'ENTRYPOINT'].map((line) => runStage.indexOf(line));
+  const order = ['ENV NODE_OPTIONS=', 'USER 65532:65532', 'RUN node /app/dist/cli.js compile-cache\n', 'ENTRYPOINT'].map((line) => runStage.indexOf(line));
   t.ok(order.every((at) => at >= 0) && order.every((at, i) => i === 0 || at > (order[i - 1] as number)), `made with the runtime's flags, as its user (${order.join(', ')})`);
 });
 
@@ -38,7 +38,7 @@ t.test('the image carries production code only: no emulator, demo or fake', asyn
 
   const built = copies(buildStage);
   t.ok(built.length > 0, 'the build stage copies something');
-  const buildFiles = ['package.json', 'package-lock.json', 'tsconfig.json', 'src'];
+  const buildFiles = ['package.json', 'package-lock.json', 'tsconfig.json', 'build.ts', 'src'];
   t.same(built.flatMap((c) => c.sources).filter((s) => !buildFiles.includes(s)), [], 'the build stage copies src/ and build files only');
   t.match(buildStage, /^RUN npm run build$/m, 'the build stage runs the package\'s build (the bundle)');
   const taken = copies(runStage);

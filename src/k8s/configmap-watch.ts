@@ -1,4 +1,4 @@
-import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
+import type { KubeConfig, V1ConfigMap } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { type Informer, startInformer } from './informer.ts';
 
@@ -20,15 +20,12 @@ export interface ConfigMapWatchOptions {
 export function watchConfigMap(options: ConfigMapWatchOptions): Informer {
   const { namespace, name } = options.configMap;
   const fieldSelector = `metadata.name=${name}`;
-  const api = options.kubeConfig.makeApiClient(CoreV1Api);
   return startInformer<V1ConfigMap>({
     kubeConfig: options.kubeConfig,
     path: `/api/v1/namespaces/${encodeURIComponent(namespace)}/configmaps`,
     fieldSelector,
-    list: async () => {
-      const list = await api.listNamespacedConfigMap({ namespace, fieldSelector });
-      if (list.items.length === 0) options.onData(undefined);
-      return list;
+    onListed: (items) => {
+      if (items.length === 0) options.onData(undefined);
     },
     onUpsert: (configMap) => options.onData(configMap.data ?? {}),
     onDelete: () => options.onData(undefined),

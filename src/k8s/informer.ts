@@ -1,16 +1,14 @@
-import { type KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
+import { type KubeConfig, type KubernetesListObject, type KubernetesObject, Watch } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { KubernetesApiError, apiCall } from './api-request.ts';
 
 export interface InformerOptions<T extends KubernetesObject> {
   readonly kubeConfig: KubeConfig;
   /** The collection's path, e.g. `/api/v1/pods`. */
   readonly path: string;
   readonly fieldSelector?: string;
-  /**
-   * Lists the collection. ListWatch reports the listed objects as add events as soon as this
-   * returns, before any other task runs, so an owner may mark itself synced in here.
-   */
-  readonly list: () => Promise<KubernetesListObject<T>>;
+  /** After every list, once its objects are reported: what the collection held then. */
+  readonly onListed?: (items: readonly T[]) => void;
   readonly onUpsert: (object: T) => void;
   readonly onDelete: (object: T) => void;
   readonly logger: Logger;
@@ -28,53 +26,134 @@ const MAX_RETRY_MS = 30_000;
 /** A watch that ran this long before failing was healthy: its failure starts the backoff afresh. */
 const HEALTHY_RUN_MS = 60_000;
 
+/** The watch's resourceVersion is older than the server keeps: list again (HTTP 410, or an ERROR event with code 410). */
+class Expired extends Error {}
+
 /**
- * List, then watch with bookmarks. client-node's ListWatch stops for good on any error but 410,
- * so this restarts it with jittered exponential backoff; the owner keeps what it was told meanwhile.
+ * List, then watch from the list's resourceVersion with bookmarks; a watch that ends is resumed
+ * from the last version seen, an expired one (410) lists again, and a failure is retried with
+ * jittered exponential backoff while the owner keeps what it was told. Objects are known by uid,
+ * and reported only when their resourceVersion changes; a list reports the deletion of every
+ * known object it no longer holds, so nothing missed during a gap stays behind.
  */
 export function startInformer<T extends KubernetesObject>(options: InformerOptions<T>): Informer {
+  const known = new Map<string, T>();
+  const watcher = new Watch(options.kubeConfig);
+  let resourceVersion: string | undefined;
   let closed = false;
-  let failures = 0;
-  let startedAt = Date.now();
-  let retry: NodeJS.Timeout | undefined;
-  // ListWatch keeps the objects and reports only new versions: nothing is reported twice.
+  let watch: AbortController | undefined;
+  let retry: { timer: NodeJS.Timeout; wake: () => void } | undefined;
+
+  const keyOf = (object: T) => object.metadata?.uid ?? `${object.metadata?.namespace}/${object.metadata?.name}`;
   const upsert = (object: T) => {
-    if (!closed) options.onUpsert(object);
+    const key = keyOf(object);
+    if (known.get(key)?.metadata?.resourceVersion === object.metadata?.resourceVersion) return;
+    known.set(key, object);
+    options.onUpsert(object);
   };
   const remove = (object: T) => {
-    if (!closed) options.onDelete(object);
+    known.delete(keyOf(object));
+    options.onDelete(object);
   };
-  const list = async () => {
-    const listed = await options.list();
-    // ListWatch cannot abort a list in flight: a close() meanwhile must not open the watch after it.
-    if (closed) throw new Error('informer closed');
-    return listed;
-  };
-  // Bookmarks keep the resource version fresh on a quiet collection; client-node does not ask for them itself.
-  const informer = new ListWatch<T>(`${options.path}?allowWatchBookmarks=true`, new Watch(options.kubeConfig), list, false, undefined, options.fieldSelector);
-  informer.on('add', upsert);
-  informer.on('update', upsert);
-  informer.on('delete', remove);
-  informer.on('error', (error: unknown) => {
+
+  async function list(): Promise<void> {
+    const listed = await apiCall<KubernetesListObject<T>>(options.kubeConfig, { path: options.path, query: { fieldSelector: options.fieldSelector } });
+    // A close() meanwhile: the owner is told nothing more.
     if (closed) return;
-    // A restart resumes the watch without listing again, so nothing else tells that it recovered.
-    if (Date.now() - startedAt > HEALTHY_RUN_MS) failures = 0;
-    failures += 1;
-    const base = options.retryBaseMs ?? 1000;
-    const delay = Math.min(MAX_RETRY_MS, base * 2 ** (failures - 1)) * (0.5 + Math.random() / 2);
-    options.logger.warn({ error: (error as Error).message, retryInMs: Math.round(delay) }, `watching ${options.what} failed; keeping what was last seen`);
-    retry = setTimeout(() => {
-      startedAt = Date.now();
-      void informer.start();
-    }, delay);
-    retry.unref();
-  });
-  void informer.start();
+    const present = new Set(listed.items.map(keyOf));
+    for (const [key, object] of known) if (!present.has(key)) remove(object);
+    for (const item of listed.items) upsert(item);
+    resourceVersion = listed.metadata?.resourceVersion;
+    options.onListed?.(listed.items);
+  }
+
+  /** Resolves when the server ends the watch; rejects on a failure, with Expired for a 410. */
+  function watchOnce(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let expired = false;
+      let failed: Error | undefined;
+      const query = { allowWatchBookmarks: true, fieldSelector: options.fieldSelector, resourceVersion };
+      const onEvent = (type: string, object: T) => {
+        if (closed) return;
+        if (type === 'ERROR') {
+          const status = object as { code?: unknown; message?: unknown };
+          if (status.code === 410) expired = true;
+          else failed ??= new Error(`the watch ended with an error: ${String(status.message ?? status.code)}`);
+          return;
+        }
+        if (type === 'ADDED' || type === 'MODIFIED') upsert(object);
+        else if (type === 'DELETED') remove(object);
+        resourceVersion = object.metadata?.resourceVersion ?? resourceVersion;
+      };
+      const onDone = (error: unknown) => {
+        watch = undefined;
+        if (expired || (error as { statusCode?: unknown } | null)?.statusCode === 410) reject(new Expired('the watch\'s resourceVersion expired'));
+        else if (failed !== undefined) reject(failed);
+        // client-node ends a watch that sent nothing for 30 s: a quiet collection, resumed like a clean end.
+        else if (error !== null && error !== undefined && (error as Error).name !== 'TimeoutError') reject(error);
+        else resolve();
+      };
+      watcher.watch(options.path, query, onEvent, onDone).then((controller) => {
+        watch = controller;
+        if (closed) controller.abort();
+      }, reject);
+    });
+  }
+
+  function pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      retry = { timer: setTimeout(resolve, ms), wake: resolve };
+      retry.timer.unref();
+    });
+  }
+
+  async function run(): Promise<void> {
+    let failures = 0;
+    while (!closed) {
+      const startedAt = Date.now();
+      try {
+        if (resourceVersion === undefined) await list();
+        if (closed) return;
+        await watchOnce();
+        // A watch the server (or a proxy) ends at once would otherwise be reopened in a tight loop.
+        if (Date.now() - startedAt < 1000) await pause(options.retryBaseMs ?? 1000);
+      } catch (error) {
+        if (closed) return;
+        if (error instanceof Expired) {
+          options.logger.debug({ what: options.what }, 'watch expired; listing again');
+          resourceVersion = undefined;
+          // A server that expires every fresh list's watch must not be listed in a tight loop.
+          if (Date.now() - startedAt < 1000) await pause(options.retryBaseMs ?? 1000);
+          continue;
+        }
+        if (Date.now() - startedAt > HEALTHY_RUN_MS) failures = 0;
+        failures += 1;
+        const base = options.retryBaseMs ?? 1000;
+        const delay = Math.min(MAX_RETRY_MS, base * 2 ** (failures - 1)) * (0.5 + Math.random() / 2);
+        options.logger.warn({ error: describe(error), retryInMs: Math.round(delay) }, `watching ${options.what} failed; keeping what was last seen`);
+        await pause(delay);
+      }
+    }
+  }
+
+  run().catch((error: unknown) => options.logger.error({ err: error }, `watching ${options.what} stopped on an unexpected error`));
   return {
+    // A list in flight is not waited for: what it returns is dropped.
     async close() {
       closed = true;
-      clearTimeout(retry);
-      await informer.stop();
+      watch?.abort();
+      if (retry !== undefined) {
+        clearTimeout(retry.timer);
+        retry.wake();
+      }
     },
   };
+}
+
+function describe(error: unknown): string {
+  if (error instanceof KubernetesApiError) return error.message;
+  // undici's "fetch failed" says nothing by itself: the cause says refused, reset, timed out.
+  const { message, cause } = error as Error & { cause?: { code?: unknown; message?: unknown } };
+  const detail = cause?.code ?? cause?.message;
+  return typeof detail === 'string' ? `${message} (${detail})` : String(message);
 }

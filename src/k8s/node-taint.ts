@@ -1,4 +1,5 @@
-import { ApiException, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { KubernetesApiError, apiCall } from './api-request.ts';
 import type { Logger } from 'pino';
 
 /**
@@ -60,7 +61,6 @@ export function removeStartupTaint(options: StartupTaintOptions): StartupTaintRe
   const { nodeName, key, logger } = options;
   const readyPollMs = options.timing?.readyPollMs ?? 1000;
   const retryBaseMs = options.timing?.retryBaseMs ?? 1000;
-  const api = options.kubeConfig.makeApiClient(CoreV1Api);
   const log = logger.child({ node: nodeName, taint: key });
   let closed = false;
   let timer: NodeJS.Timeout | undefined;
@@ -85,7 +85,7 @@ export function removeStartupTaint(options: StartupTaintOptions): StartupTaintRe
       }
       if (closed) break;
       try {
-        const { outcome, effects, nodeCreated } = await removeOnce(api, nodeName, key);
+        const { outcome, effects, nodeCreated } = await removeOnce(options.kubeConfig, nodeName, key);
         options.observer?.(outcome);
         const waitedMs = Date.now() - started;
         const nodeAgeSeconds = nodeCreated === undefined ? undefined : Math.round((Date.now() - nodeCreated.getTime()) / 1000);
@@ -137,9 +137,17 @@ async function isReady(ready: () => Promise<boolean>): Promise<boolean> {
   }
 }
 
-async function removeOnce(api: CoreV1Api, name: string, key: string): Promise<{ outcome: StartupTaintOutcome; effects: string[]; nodeCreated: Date | undefined }> {
-  const node = await api.readNode({ name });
-  const nodeCreated = node.metadata?.creationTimestamp;
+/** What is read of a Node. */
+interface NodeObject {
+  readonly metadata?: { readonly resourceVersion?: string; readonly creationTimestamp?: string };
+  readonly spec?: { readonly taints?: readonly { readonly key?: string; readonly effect?: string }[] };
+}
+
+async function removeOnce(kubeConfig: KubeConfig, name: string, key: string): Promise<{ outcome: StartupTaintOutcome; effects: string[]; nodeCreated: Date | undefined }> {
+  const path = `/api/v1/nodes/${encodeURIComponent(name)}`;
+  const node = await apiCall<NodeObject>(kubeConfig, { path });
+  const created = node.metadata?.creationTimestamp;
+  const nodeCreated = created === undefined ? undefined : new Date(created);
   const taints = node.spec?.taints ?? [];
   const indices = taints.flatMap((taint, index) => (taint.key === key ? [index] : []));
   if (indices.length === 0) return { outcome: 'absent', effects: [], nodeCreated };
@@ -151,30 +159,18 @@ async function removeOnce(api: CoreV1Api, name: string, key: string): Promise<{ 
     { op: 'replace', path: '/metadata/resourceVersion', value: resourceVersion },
     ...[...indices].reverse().map((index) => ({ op: 'remove', path: `/spec/taints/${index}` })),
   ];
-  await api.patchNode({ name, body: patch, fieldManager: FIELD_MANAGER });
+  await apiCall(kubeConfig, { method: 'PATCH', path, query: { fieldManager: FIELD_MANAGER }, body: patch, contentType: 'application/json-patch+json' });
   return { outcome: 'removed', effects: indices.map((index) => taints[index]?.effect ?? ''), nodeCreated };
 }
 
 function describeFailure(error: unknown): Failure {
-  if (error instanceof ApiException) {
-    const code = (error as ApiException<unknown>).code;
-    return { result: code === 409 ? 'conflict' : 'failed', status: code, message: statusMessage(error.body) ?? `HTTP ${code}` };
+  if (error instanceof KubernetesApiError) {
+    return { result: error.status === 409 ? 'conflict' : 'failed', status: error.status, message: error.statusMessage ?? `HTTP ${error.status}` };
   }
   // undici's "fetch failed" says nothing by itself: the cause says refused, reset, timed out.
   const { message, cause } = error as Error & { cause?: { code?: unknown; message?: unknown } };
   const detail = cause?.code ?? cause?.message;
   return { result: 'failed', status: undefined, message: typeof detail === 'string' ? `${message} (${detail})` : message };
-}
-
-/** The message of the API server's Status body, which client-node hands over as text. */
-function statusMessage(body: unknown): string | undefined {
-  try {
-    const status: unknown = typeof body === 'string' ? JSON.parse(body) : body;
-    const message = (status as { message?: unknown } | undefined)?.message;
-    return typeof message === 'string' ? message : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function hintFor(status: number | undefined): string | undefined {

@@ -1,4 +1,4 @@
-import { CoreV1Api, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import type { KubeConfig, V1Pod } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { startInformer } from './informer.ts';
 
@@ -34,17 +34,14 @@ export interface PodIndexOptions {
  */
 export function watchNodePods(options: PodIndexOptions): PodIndex {
   const fieldSelector = `spec.nodeName=${options.nodeName}`;
-  const api = options.kubeConfig.makeApiClient(CoreV1Api);
   const pods = new Map<string, PodInfo>();
   let synced = false;
   const informer = startInformer<V1Pod>({
     kubeConfig: options.kubeConfig,
     path: '/api/v1/pods',
     fieldSelector,
-    list: async () => {
-      const list = await api.listPodForAllNamespaces({ fieldSelector });
+    onListed: () => {
       synced = true;
-      return list;
     },
     onUpsert: (pod) => {
       const info = toPodInfo(pod);

@@ -1,8 +1,9 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type KubeConfig, OpenidApi, WellKnownApi } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import type { JSONWebKeySet } from 'jose';
 import type { Logger } from 'pino';
+import { apiCall } from '../k8s/api-request.ts';
 
 /** The cluster's service-account issuer and its signing keys, as last read. */
 export interface IssuerKeySet {
@@ -40,8 +41,6 @@ const STATE_FILE = 'issuer-keys.json';
  * an API-server outage still verifies.
  */
 export function issuerKeys(options: IssuerKeysOptions): IssuerKeys {
-  const wellKnown = options.kubeConfig.makeApiClient(WellKnownApi);
-  const openid = options.kubeConfig.makeApiClient(OpenidApi);
   const cooldownMs = options.cooldownMs ?? 10_000;
   let keys: IssuerKeySet | undefined;
   let started = 0;
@@ -51,8 +50,8 @@ export function issuerKeys(options: IssuerKeysOptions): IssuerKeys {
 
   async function load(): Promise<boolean> {
     const sequence = ++started;
-    const discovery = asJson(await wellKnown.getServiceAccountIssuerOpenIDConfiguration()) as { issuer?: unknown };
-    const jwks = asJson(await openid.getServiceAccountIssuerOpenIDKeyset()) as JSONWebKeySet;
+    const discovery = await apiCall<{ issuer?: unknown }>(options.kubeConfig, { path: '/.well-known/openid-configuration' });
+    const jwks = await apiCall<JSONWebKeySet>(options.kubeConfig, { path: '/openid/v1/jwks', accept: 'application/jwk-set+json' });
     if (typeof discovery.issuer !== 'string' || !Array.isArray(jwks.keys)) throw new Error('the API server\'s issuer discovery or key set is malformed');
     if (sequence < applied) return false;
     applied = sequence;
@@ -115,9 +114,4 @@ async function restore(dir: string): Promise<IssuerKeySet | undefined> {
   } catch {
     return undefined;
   }
-}
-
-/** The generated client types these bodies as strings; be ready for either. */
-function asJson(body: unknown): unknown {
-  return typeof body === 'string' ? JSON.parse(body) : body;
 }

@@ -1,4 +1,5 @@
-import { AuthenticationV1Api, type KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { apiCall } from '../k8s/api-request.ts';
 import { type AgentError, agentError, isAgentError } from '../errors.ts';
 import { type TokenVerifier, VerdictMemo } from './verifier.ts';
 import type { VerifiedIdentity } from '../token/identity.ts';
@@ -10,7 +11,6 @@ const VERDICT_TTL_MS = 60_000;
  * It also proves the pod still exists. Verdicts are remembered for a minute.
  */
 export function tokenReviewVerifier(kubeConfig: KubeConfig, audience: string): TokenVerifier {
-  const api = kubeConfig.makeApiClient(AuthenticationV1Api);
   const memo = new VerdictMemo(4096, VERDICT_TTL_MS);
   return {
     mode: 'tokenreview',
@@ -18,7 +18,8 @@ export function tokenReviewVerifier(kubeConfig: KubeConfig, audience: string): T
     async verify(token, now) {
       let verdict: VerifiedIdentity | AgentError;
       try {
-        const review = await api.createTokenReview({ body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token: token.raw, audiences: [audience] } } });
+        const body = { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token: token.raw, audiences: [audience] } };
+        const review = await apiCall<{ status?: ReviewStatus }>(kubeConfig, { method: 'POST', path: '/apis/authentication.k8s.io/v1/tokenreviews', body });
         verdict = identityOf(review.status);
       } catch (error) {
         if (isAgentError(error)) verdict = error;

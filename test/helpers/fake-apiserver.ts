@@ -60,6 +60,10 @@ export interface FakeApiServer {
   raceNextNodeWrite(change: (node: FakeNode) => void): void;
   /** Answers every Node write with this status (403: RBAC or an admission policy said no) until called with undefined. */
   refuseNodeWrites(status: number | undefined): void;
+  /** Ends every open watch cleanly, as the API server's watch timeout does; the history stays. */
+  endWatches(): void;
+  /** Forgets the change history and ends the open watches: a watch resumed from any resourceVersion handed out so far gets 410 Expired. */
+  compactHistory(): void;
   /** Going down cuts every open watch; `mode` overrides options.downMode. */
   setDown(down: boolean, mode?: DownMode): void;
   readonly requests: readonly RecordedRequest[];
@@ -205,6 +209,14 @@ class FakeApiServerImpl implements FakeApiServer {
 
   refuseNodeWrites(status: number | undefined): void {
     this.#nodeRefusal = status;
+  }
+
+  endWatches(): void {
+    this.#store.closeWatches('end');
+  }
+
+  compactHistory(): void {
+    this.#store.compact();
   }
 
   setDown(down: boolean, mode?: DownMode): void {

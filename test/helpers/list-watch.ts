@@ -61,7 +61,7 @@ interface OpenWatch {
 type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
 /** A collection of any kind, as the store and server see it: no method involves the kind's type. */
-export type AnyCollection = Pick<Collection<unknown>, 'openWatches' | 'matchPath' | 'parseRequest' | 'list' | 'watch' | 'sendBookmarks' | 'closeWatches'>;
+export type AnyCollection = Pick<Collection<unknown>, 'openWatches' | 'matchPath' | 'parseRequest' | 'list' | 'watch' | 'sendBookmarks' | 'closeWatches' | 'compact'>;
 
 /** Parses `a=b,c!=d` the way the apiserver does for the fields it supports; throws on anything else. */
 function parseFieldSelector(raw: string | undefined, supported: ReadonlySet<string>): FieldTerm[] {
@@ -94,7 +94,9 @@ class Collection<T> {
   readonly #revision: Revision;
   readonly #watches = new Set<OpenWatch>();
   readonly #records = new Map<string, StoredRecord<T>>();
-  readonly #log: ChangeEvent<T>[] = [];
+  #log: ChangeEvent<T>[] = [];
+  /** Watches from before this resourceVersion cannot be replayed: 410, as after etcd's compaction. */
+  #compactedAt = 0;
   readonly #path: RegExp;
 
   constructor(spec: KindSpec<T>, revision: Revision) {
@@ -163,6 +165,12 @@ class Collection<T> {
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
     // Clients await response headers before consuming the stream.
     res.flushHeaders();
+    if (request.since > 0 && request.since < this.#compactedAt) {
+      // The apiserver's answer to a resourceVersion it no longer has: an ERROR event, then the end.
+      const status = { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Expired', code: 410, message: `too old resource version: ${request.since} (${this.#compactedAt})` };
+      res.end(`${JSON.stringify({ type: 'ERROR', object: status })}\n`);
+      return;
+    }
     this.#watches.add(w);
     if (!request.since) {
       // No resourceVersion: like the apiserver, start with synthetic ADDED events for current state.
@@ -183,6 +191,12 @@ class Collection<T> {
     const object = { kind: this.spec.kind, apiVersion: 'v1', metadata: { resourceVersion: String(this.#revision.current) } };
     const line = `${JSON.stringify({ type: 'BOOKMARK', object })}\n`;
     for (const w of this.#watches) if (w.request.bookmarks) w.res.write(line);
+  }
+
+  /** Forgets the change log up to now, as etcd's compaction does: older watches get 410. */
+  compact(current: number): void {
+    this.#log = [];
+    this.#compactedAt = current;
   }
 
   /** Ends every watch: cleanly (`end`), or mid-stream like a network outage (`destroy`). */
@@ -263,6 +277,12 @@ export class ListWatchStore {
 
   closeWatches(how: 'end' | 'destroy'): void {
     for (const c of this.#collections) c.closeWatches(how);
+  }
+
+  /** Compacts every kind's history (watches resuming from an older resourceVersion than the latest get 410) and ends the open watches cleanly. */
+  compact(): void {
+    for (const c of this.#collections) c.compact(this.#revision.current);
+    this.closeWatches('end');
   }
 
   /** Stops bookmarks and ends every watch cleanly. */

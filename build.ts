@@ -1,0 +1,52 @@
+// `npm run build`: the one esbuild bundle the image ships (dist/cli.js and its lazy chunks), and
+// the options bench/floor-build.ts bundles the dependency floor with, so that both are built alike.
+import { rmSync } from 'node:fs';
+import { type BuildOptions, type Plugin, build } from 'esbuild';
+
+/**
+ * @kubernetes/client-node declares no `sideEffects`, so a bundler keeps every module its index
+ * re-exports: the generated clients and all 757 models (1 MB), evaluated at start, though the agent
+ * imports only KubeConfig, Watch and RequestContext. Its modules define classes and constants and
+ * register nothing, so marking them side-effect free lets esbuild drop what nothing imports.
+ */
+const clientNodeTreeShaking: Plugin = {
+  name: 'client-node-side-effect-free',
+  setup(bundle) {
+    bundle.onResolve({ filter: /.*/ }, async (args) => {
+      if (args.pluginData === 'resolved') return undefined;
+      const inside = args.importer.includes('/node_modules/@kubernetes/client-node/') && args.path.startsWith('.');
+      if (!inside && !args.path.startsWith('@kubernetes/client-node')) return undefined;
+      const resolved = await bundle.resolve(args.path, { kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, pluginData: 'resolved' });
+      return { ...resolved, sideEffects: false };
+    });
+  },
+};
+
+/** Bundles `entry` into `outdir` as the image's bundle is made: ESM, minified, dependencies inside. */
+export function bundleOptions(entry: string, outdir: string): BuildOptions {
+  return {
+    entryPoints: [entry],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node24',
+    splitting: true,
+    outdir,
+    minify: true,
+    keepNames: true,
+    sourcemap: true,
+    legalComments: 'none',
+    logLevel: 'warning',
+    // An optional dependency of a dependency, absent and never needed here.
+    external: ['supports-color'],
+    // CommonJS dependencies call require(): an ESM bundle has none of its own.
+    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
+    plugins: [clientNodeTreeShaking],
+  };
+}
+
+if (import.meta.main) {
+  const root = new URL('.', import.meta.url).pathname;
+  rmSync(`${root}dist`, { recursive: true, force: true });
+  await build(bundleOptions(`${root}src/cli.ts`, `${root}dist`));
+}

@@ -1,0 +1,78 @@
+import { HttpMethod, type KubeConfig, RequestContext } from '@kubernetes/client-node';
+import { type Dispatcher, request } from 'undici';
+
+/**
+ * The API server's REST calls the agent makes (a list, a read, a JSON patch, a TokenReview, issuer
+ * discovery), authenticated by client-node's KubeConfig exactly as its generated clients are. The
+ * generated clients are not used: importing one evaluates all 757 models of the API (about 1 MB of
+ * the bundle and 11 MB of idle RSS, bench/README.md) for the six calls made here.
+ */
+
+/** The API server answered, and not with 2xx. */
+export class KubernetesApiError extends Error {
+  override readonly name = 'KubernetesApiError';
+  readonly status: number;
+  /** The `message` of the API server's Status body, when it sent one. */
+  readonly statusMessage: string | undefined;
+
+  constructor(what: string, status: number, statusMessage: string | undefined) {
+    super(`${what}: HTTP ${status}${statusMessage === undefined ? '' : `: ${statusMessage}`}`);
+    this.status = status;
+    this.statusMessage = statusMessage;
+  }
+}
+
+export interface ApiCall {
+  readonly method?: 'GET' | 'POST' | 'PATCH';
+  /** From the server's root, e.g. `/api/v1/pods`. */
+  readonly path: string;
+  readonly query?: Readonly<Record<string, string | undefined>>;
+  /** Sent as JSON. */
+  readonly body?: unknown;
+  /** Default `application/json`; a JSON patch says `application/json-patch+json`. */
+  readonly contentType?: string;
+  /** Default `application/json`; the issuer's key set is `application/jwk-set+json`. */
+  readonly accept?: string;
+}
+
+/** A call that hangs (an API server that accepted the connection and went quiet) ends after this. */
+const CALL_TIMEOUT_MS = 10_000;
+
+// client-node makes a new undici Agent for every call it authenticates, and with it a new connection
+// (a TLS handshake to a real API server); the first one is kept and reused for all of a KubeConfig's calls.
+const dispatchers = new WeakMap<KubeConfig, Dispatcher | null>();
+
+/** Sends one call and parses the JSON answer; throws KubernetesApiError on a non-2xx status. */
+export async function apiCall<T>(kubeConfig: KubeConfig, call: ApiCall): Promise<T> {
+  const server = kubeConfig.getCurrentCluster()?.server;
+  if (server === undefined) throw new Error('the Kubernetes configuration has no current cluster');
+  const url = new URL(server.replace(/\/+$/, '') + call.path);
+  for (const [name, value] of Object.entries(call.query ?? {})) if (value !== undefined) url.searchParams.set(name, value);
+  const method = call.method ?? 'GET';
+  // Every call: a token read from a file or an exec plugin may have been renewed since the last.
+  const context = new RequestContext(url.toString(), HttpMethod[method]);
+  await kubeConfig.applySecurityAuthentication(context);
+  if (!dispatchers.has(kubeConfig)) dispatchers.set(kubeConfig, context.getDispatcher() ?? null);
+  const dispatcher = dispatchers.get(kubeConfig) ?? undefined;
+  const headers: Record<string, string> = { ...context.getHeaders(), accept: call.accept ?? 'application/json' };
+  if (call.body !== undefined) headers['content-type'] = call.contentType ?? 'application/json';
+  const response = await request(url, {
+    method,
+    headers,
+    body: call.body === undefined ? null : JSON.stringify(call.body),
+    signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
+    ...(dispatcher === undefined ? {} : { dispatcher }),
+  });
+  const text = await response.body.text();
+  if (response.statusCode < 200 || response.statusCode > 299) throw new KubernetesApiError(`${method} ${call.path}`, response.statusCode, statusMessageOf(text));
+  return JSON.parse(text) as T;
+}
+
+function statusMessageOf(text: string): string | undefined {
+  try {
+    const message = (JSON.parse(text) as { message?: unknown } | null)?.message;
+    return typeof message === 'string' ? message : undefined;
+  } catch {
+    return undefined;
+  }
+}
