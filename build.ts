@@ -1,6 +1,7 @@
 // `npm run build`: the one esbuild bundle the image ships (dist/cli.js and its lazy chunks), and
 // the options bench/floor-build.ts bundles the dependency floor with, so that both are built alike.
 import { rmSync } from 'node:fs';
+import { isBuiltin } from 'node:module';
 import { type BuildOptions, type Plugin, build } from 'esbuild';
 
 /**
@@ -19,6 +20,26 @@ const clientNodeTreeShaking: Plugin = {
       const resolved = await bundle.resolve(args.path, { kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, pluginData: 'resolved' });
       return { ...resolved, sideEffects: false };
     });
+  },
+};
+
+/** The namespace of builtinsByRequire's shims, as source maps name them. */
+export const BUILTIN_SHIMS = 'builtin-by-require';
+
+/**
+ * An ESM bundle imports Node's built-ins as ESM, and Node's ESM facade of a built-in reads every one
+ * of its exports, lazy ones included: `node:http`'s WebSocket getters alone load and compile Node's
+ * internal copy of undici (763 KB). Taken with require(), as the CommonJS dependencies already take
+ * them, a built-in loads what is used.
+ */
+const builtinsByRequire: Plugin = {
+  name: 'builtins-by-require',
+  setup(bundle) {
+    bundle.onResolve({ filter: /^[a-z_/]+$|^node:/ }, (args) => {
+      if (args.kind !== 'import-statement' || !isBuiltin(args.path)) return undefined;
+      return { path: args.path, namespace: BUILTIN_SHIMS };
+    });
+    bundle.onLoad({ filter: /.*/, namespace: BUILTIN_SHIMS }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js' }));
   },
 };
 
@@ -41,7 +62,7 @@ export function bundleOptions(entry: string, outdir: string): BuildOptions {
     external: ['supports-color'],
     // CommonJS dependencies call require(): an ESM bundle has none of its own.
     banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
-    plugins: [clientNodeTreeShaking],
+    plugins: [clientNodeTreeShaking, builtinsByRequire],
   };
 }
 
