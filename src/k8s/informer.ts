@@ -53,7 +53,8 @@ export function startInformer<T extends KubernetesObject>(options: InformerOptio
   const keyOf = (object: T) => object.metadata?.uid ?? `${object.metadata?.namespace}/${object.metadata?.name}`;
   const upsert = (object: T) => {
     const key = keyOf(object);
-    if (known.get(key)?.metadata?.resourceVersion === object.metadata?.resourceVersion) return;
+    const previous = known.get(key);
+    if (previous !== undefined && previous.metadata?.resourceVersion === object.metadata?.resourceVersion) return;
     known.set(key, object);
     options.onUpsert(object);
   };
