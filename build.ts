@@ -7,7 +7,7 @@ import { type BuildOptions, type Plugin, build } from 'esbuild';
 /**
  * @kubernetes/client-node declares no `sideEffects`, so a bundler keeps every module its index
  * re-exports: the generated clients and all 757 models (1 MB), evaluated at start, though the agent
- * imports only KubeConfig, Watch and RequestContext. Its modules define classes and constants and
+ * imports only KubeConfig and RequestContext. Its modules define classes and constants and
  * register nothing, so marking them side-effect free lets esbuild drop what nothing imports.
  */
 const clientNodeTreeShaking: Plugin = {

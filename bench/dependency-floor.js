@@ -5,7 +5,7 @@
 // Left out: @aws-sdk/client-sts, which the agent loads only with --upstream sts.
 import { createServer } from 'node:http';
 // The parts of client-node the agent imports (src/k8s/): the rest of it is dropped from both bundles (build.ts).
-import { HttpMethod, KubeConfig, RequestContext, Watch } from '@kubernetes/client-node';
+import { HttpMethod, KubeConfig, RequestContext } from '@kubernetes/client-node';
 import * as credentialProviders from '@aws-sdk/credential-providers';
 import * as hashNode from '@smithy/hash-node';
 import * as signatureV4 from '@smithy/signature-v4';
@@ -16,7 +16,7 @@ import * as undici from 'undici';
 import * as yaml from 'yaml';
 
 // Held, so that the bundler cannot drop an import as unused.
-globalThis.dependencies = [HttpMethod, KubeConfig, RequestContext, Watch, credentialProviders, hashNode, signatureV4, jose, pino, promClient, undici, yaml];
+globalThis.dependencies = [HttpMethod, KubeConfig, RequestContext, credentialProviders, hashNode, signatureV4, jose, pino, promClient, undici, yaml];
 
 const [port, size] = process.argv.slice(2).map(Number);
 // Without a port: imported, and gone (to make the compile cache, as the image's build does for the agent).

@@ -74,7 +74,7 @@ t.test('lists, then watches from the list: each change reported once, other node
   await w.watching();
   t.same(w.events, ['upsert a 169.254.9.1'], 'the list');
   t.equal(w.lists(), 1);
-  t.match(podWatches().at(-1)?.query, { fieldSelector: 'spec.nodeName=node-a', allowWatchBookmarks: 'true', timeoutSeconds: '25', resourceVersion: /^\d+$/ });
+  t.match(podWatches().at(-1)?.query, { fieldSelector: 'spec.nodeName=node-a', allowWatchBookmarks: 'true', timeoutSeconds: '300', resourceVersion: /^\d+$/ });
   api.addPod(pod('b'));
   api.updatePod(pod('a', { podIP: '169.254.9.2' }));
   api.deletePod('uid-b');

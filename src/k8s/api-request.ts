@@ -3,7 +3,8 @@ import { type Dispatcher, request } from 'undici';
 
 /**
  * The API server's REST calls the agent makes (a list, a read, a JSON patch, a TokenReview, issuer
- * discovery), authenticated by client-node's KubeConfig exactly as its generated clients are. The
+ * discovery) and its watches, authenticated by client-node's KubeConfig exactly as its generated
+ * clients are. The
  * generated clients are not used: importing one evaluates all 757 models of the API (about 1 MB of
  * the bundle and 11 MB of idle RSS, bench/README.md) for the six calls made here.
  */
@@ -42,8 +43,14 @@ const CALL_TIMEOUT_MS = 10_000;
 // (a TLS handshake to a real API server); the first one is kept and reused for all of a KubeConfig's calls.
 const dispatchers = new WeakMap<KubeConfig, Dispatcher | null>();
 
-/** Sends one call and parses the JSON answer; throws KubernetesApiError on a non-2xx status. */
-export async function apiCall<T>(kubeConfig: KubeConfig, call: ApiCall): Promise<T> {
+interface Prepared {
+  readonly url: URL;
+  readonly method: 'GET' | 'POST' | 'PATCH';
+  readonly headers: Record<string, string>;
+  readonly dispatcher: Dispatcher | undefined;
+}
+
+async function prepare(kubeConfig: KubeConfig, call: ApiCall): Promise<Prepared> {
   const server = kubeConfig.getCurrentCluster()?.server;
   if (server === undefined) throw new Error('the Kubernetes configuration has no current cluster');
   const url = new URL(server.replace(/\/+$/, '') + call.path);
@@ -53,19 +60,57 @@ export async function apiCall<T>(kubeConfig: KubeConfig, call: ApiCall): Promise
   const context = new RequestContext(url.toString(), HttpMethod[method]);
   await kubeConfig.applySecurityAuthentication(context);
   if (!dispatchers.has(kubeConfig)) dispatchers.set(kubeConfig, context.getDispatcher() ?? null);
-  const dispatcher = dispatchers.get(kubeConfig) ?? undefined;
   const headers: Record<string, string> = { ...context.getHeaders(), accept: call.accept ?? 'application/json' };
   if (call.body !== undefined) headers['content-type'] = call.contentType ?? 'application/json';
-  const response = await request(url, {
-    method,
-    headers,
+  return { url, method, headers, dispatcher: dispatchers.get(kubeConfig) ?? undefined };
+}
+
+async function refusal(prepared: Prepared, call: ApiCall, statusCode: number, body: Dispatcher.ResponseData['body']): Promise<KubernetesApiError> {
+  return new KubernetesApiError(`${prepared.method} ${call.path}`, statusCode, statusMessageOf(await body.text()));
+}
+
+/** Sends one call and parses the JSON answer; throws KubernetesApiError on a non-2xx status. */
+export async function apiCall<T>(kubeConfig: KubeConfig, call: ApiCall): Promise<T> {
+  const prepared = await prepare(kubeConfig, call);
+  const response = await request(prepared.url, {
+    method: prepared.method,
+    headers: prepared.headers,
     body: call.body === undefined ? null : JSON.stringify(call.body),
     signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
-    ...(dispatcher === undefined ? {} : { dispatcher }),
+    ...(prepared.dispatcher === undefined ? {} : { dispatcher: prepared.dispatcher }),
   });
-  const text = await response.body.text();
-  if (response.statusCode < 200 || response.statusCode > 299) throw new KubernetesApiError(`${method} ${call.path}`, response.statusCode, statusMessageOf(text));
-  return JSON.parse(text) as T;
+  if (response.statusCode < 200 || response.statusCode > 299) throw await refusal(prepared, call, response.statusCode, response.body);
+  return JSON.parse(await response.body.text()) as T;
+}
+
+/** One event of a watch stream, as the API server sends it. */
+export interface WatchEvent<T> {
+  readonly type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
+  readonly object: T;
+}
+
+/**
+ * Opens a watch (`call.query` has `watch=true`) on the same connection pool as the calls, and hands
+ * over each event; resolves when the server ends the stream, rejects on a failure or after
+ * `silenceMs` without a byte (a connection that died without a word).
+ */
+export async function apiWatch<T>(kubeConfig: KubeConfig, call: ApiCall, onEvent: (event: WatchEvent<T>) => void, options: { readonly signal: AbortSignal; readonly silenceMs: number }): Promise<void> {
+  const prepared = await prepare(kubeConfig, call);
+  const response = await request(prepared.url, {
+    method: 'GET',
+    headers: prepared.headers,
+    signal: options.signal,
+    headersTimeout: CALL_TIMEOUT_MS,
+    bodyTimeout: options.silenceMs,
+    ...(prepared.dispatcher === undefined ? {} : { dispatcher: prepared.dispatcher }),
+  });
+  if (response.statusCode !== 200) throw await refusal(prepared, call, response.statusCode, response.body);
+  let pending = '';
+  for await (const chunk of response.body.setEncoding('utf8') as AsyncIterable<string>) {
+    const lines = (pending + chunk).split('\n');
+    pending = lines.pop() ?? '';
+    for (const line of lines) if (line.trim() !== '') onEvent(JSON.parse(line) as WatchEvent<T>);
+  }
 }
 
 function statusMessageOf(text: string): string | undefined {

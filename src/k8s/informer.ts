@@ -1,6 +1,6 @@
-import { type KubeConfig, type KubernetesListObject, type KubernetesObject, Watch } from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesListObject, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { KubernetesApiError, apiCall } from './api-request.ts';
+import { KubernetesApiError, type WatchEvent, apiCall, apiWatch } from './api-request.ts';
 
 export interface InformerOptions<T extends KubernetesObject> {
   readonly kubeConfig: KubeConfig;
@@ -23,14 +23,12 @@ export interface Informer {
 }
 
 const MAX_RETRY_MS = 30_000;
-/**
- * client-node's Watch gives up on a stream that sent nothing for 30 s, and the API server sends a
- * quiet watch a bookmark only about once a minute: asked to end each watch itself sooner, the server
- * closes healthy ones cleanly (resumed at once), and a timeout means the stream really went silent.
- */
-const WATCH_SECONDS = 25;
 /** A watch that ran this long before failing was healthy: its failure starts the backoff afresh. */
 const HEALTHY_RUN_MS = 60_000;
+/** The API server is asked to end each watch after this long (client-go's reflectors ask 5 to 10 minutes). */
+const WATCH_SECONDS = 300;
+/** The API server bookmarks a quiet watch about once a minute: this long without a byte, the connection is taken for dead. */
+const WATCH_SILENCE_MS = 90_000;
 
 /** The watch's resourceVersion is older than the server keeps: list again (HTTP 410, or an ERROR event with code 410). */
 class Expired extends Error {}
@@ -44,7 +42,6 @@ class Expired extends Error {}
  */
 export function startInformer<T extends KubernetesObject>(options: InformerOptions<T>): Informer {
   const known = new Map<string, T>();
-  const watcher = new Watch(options.kubeConfig);
   let resourceVersion: string | undefined;
   let closed = false;
   let watch: AbortController | undefined;
@@ -75,35 +72,30 @@ export function startInformer<T extends KubernetesObject>(options: InformerOptio
   }
 
   /** Resolves when the server ends the watch; rejects on a failure, with Expired for a 410. */
-  function watchOnce(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      let expired = false;
-      let failed: Error | undefined;
-      const query = { allowWatchBookmarks: true, fieldSelector: options.fieldSelector, resourceVersion, timeoutSeconds: WATCH_SECONDS };
-      const onEvent = (type: string, object: T) => {
-        if (closed) return;
-        if (type === 'ERROR') {
-          const status = object as { code?: unknown; message?: unknown };
-          if (status.code === 410) expired = true;
-          else failed ??= new Error(`the watch ended with an error: ${String(status.message ?? status.code)}`);
-          return;
-        }
-        if (type === 'ADDED' || type === 'MODIFIED') upsert(object);
-        else if (type === 'DELETED') remove(object);
-        resourceVersion = object.metadata?.resourceVersion ?? resourceVersion;
-      };
-      const onDone = (error: unknown) => {
-        watch = undefined;
-        if (expired || (error as { statusCode?: unknown } | null)?.statusCode === 410) reject(new Expired('the watch\'s resourceVersion expired'));
-        else if (failed !== undefined) reject(failed);
-        else if (error !== null && error !== undefined) reject(error);
-        else resolve();
-      };
-      watcher.watch(options.path, query, onEvent, onDone).then((controller) => {
-        watch = controller;
-        if (closed) controller.abort();
-      }, reject);
-    });
+  async function watchOnce(): Promise<void> {
+    const query = { watch: 'true', allowWatchBookmarks: 'true', fieldSelector: options.fieldSelector, resourceVersion, timeoutSeconds: String(WATCH_SECONDS) };
+    let status: { code?: unknown; message?: unknown } | undefined;
+    const onEvent = ({ type, object }: WatchEvent<T>) => {
+      if (closed) return;
+      if (type === 'ERROR') {
+        status = object as { code?: unknown; message?: unknown };
+        return;
+      }
+      if (type === 'ADDED' || type === 'MODIFIED') upsert(object);
+      else if (type === 'DELETED') remove(object);
+      resourceVersion = object.metadata?.resourceVersion ?? resourceVersion;
+    };
+    watch = new AbortController();
+    try {
+      await apiWatch(options.kubeConfig, { path: options.path, query }, onEvent, { signal: watch.signal, silenceMs: WATCH_SILENCE_MS });
+    } catch (error) {
+      throw error instanceof KubernetesApiError && error.status === 410 ? new Expired('the watch\'s resourceVersion expired') : error;
+    } finally {
+      watch = undefined;
+    }
+    // The API server ends a watch it cannot continue with an ERROR event carrying a Status.
+    if (status?.code === 410) throw new Expired('the watch\'s resourceVersion expired');
+    if (status !== undefined) throw new Error(`the watch ended with an error: ${String(status.message ?? status.code)}`);
   }
 
   function pause(ms: number): Promise<void> {
