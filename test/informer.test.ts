@@ -37,7 +37,7 @@ function pod(name: string, extra: Partial<FakePod> = {}): FakePod {
 }
 
 /** An informer on node-a's pods, recording what its owner is told; `watching` resolves once its first watch is open. */
-async function watchPods(t: Test) {
+async function watchPods(t: Test, silenceMs?: number) {
   // The previous test's informer must be gone, so that the open watch counted is this one's.
   await eventually(() => api.openWatches === 0, 'the previous informer\'s watch to end');
   const audit = createLogAudit();
@@ -55,6 +55,7 @@ async function watchPods(t: Test) {
     logger: createLogger({ level: 'debug', destination: audit.sink }),
     what: 'this node\'s pods',
     retryBaseMs: 50,
+    ...(silenceMs === undefined ? {} : { silenceMs }),
   });
   t.teardown(() => informer.close());
   const watching = () => eventually(() => lists >= 1 && api.openWatches === 1, 'the first list and watch');
@@ -140,6 +141,21 @@ t.test('an outage: warned once per failed attempt with the retry delay, recovere
   api.setDown(false);
   api.updatePod(pod('g', { podIP: '169.254.9.6' }));
   await eventually(() => w.events.includes('upsert g 169.254.9.6'), 'the change after the outage');
+});
+
+t.test('a watch silent for longer than the limit is taken for dead: warned, and watched again from where it was', async (t) => {
+  api.addPod(pod('s'));
+  t.teardown(() => api.deletePod('uid-s'));
+  // The fake sends no bookmarks here, so an open watch with no change is silent.
+  const w = await watchPods(t, 300);
+  await w.watching();
+  const watchesBefore = podWatches().length;
+  await eventually(() => w.audit.lines.some((l) => l.level === 'warn'), 'the silence noticed');
+  t.match(w.audit.lines.find((l) => l.level === 'warn'), { msg: 'watching this node\'s pods failed; keeping what was last seen', error: /timeout/i });
+  await eventually(() => podWatches().length > watchesBefore, 'a new watch');
+  t.equal(w.lists(), 1, 'resumed from the last version, not listed again');
+  api.updatePod(pod('s', { podIP: '169.254.9.7' }));
+  await eventually(() => w.events.includes('upsert s 169.254.9.7'), 'changes arrive on the new watch');
 });
 
 t.test('close() before the first list succeeds: nothing is reported, no watch opens', async (t) => {
