@@ -83,6 +83,15 @@ export async function apiCall<T>(kubeConfig: KubeConfig, call: ApiCall): Promise
   return JSON.parse(await response.body.text()) as T;
 }
 
+/** A failed call or watch in one line for the log: the API server's refusal, or what undici says went wrong. */
+export function describeApiFailure(error: unknown): string {
+  if (error instanceof KubernetesApiError) return error.message;
+  // An undici error whose own message says little ("fetch failed") names the refusal, reset or timeout in its cause.
+  const { message, cause } = error as Error & { cause?: { code?: unknown; message?: unknown } };
+  const detail = cause?.code ?? cause?.message;
+  return typeof detail === 'string' ? `${message} (${detail})` : String(message);
+}
+
 /** One event of a watch stream, as the API server sends it. */
 export interface WatchEvent<T> {
   readonly type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';

@@ -1,6 +1,6 @@
 import type { KubeConfig, KubernetesListObject, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { KubernetesApiError, type WatchEvent, apiCall, apiWatch } from './api-request.ts';
+import { KubernetesApiError, type WatchEvent, apiCall, apiWatch, describeApiFailure } from './api-request.ts';
 
 export interface InformerOptions<T extends KubernetesObject> {
   readonly kubeConfig: KubeConfig;
@@ -108,6 +108,7 @@ export function startInformer<T extends KubernetesObject>(options: InformerOptio
   }
 
   async function run(): Promise<void> {
+    const base = options.retryBaseMs ?? 1000;
     let failures = 0;
     while (!closed) {
       const startedAt = Date.now();
@@ -116,21 +117,20 @@ export function startInformer<T extends KubernetesObject>(options: InformerOptio
         if (closed) return;
         await watchOnce();
         // A watch the server (or a proxy) ends at once would otherwise be reopened in a tight loop.
-        if (Date.now() - startedAt < 1000) await pause(options.retryBaseMs ?? 1000);
+        if (Date.now() - startedAt < 1000) await pause(base);
       } catch (error) {
         if (closed) return;
         if (error instanceof Expired) {
           options.logger.debug({ what: options.what }, 'watch expired; listing again');
           resourceVersion = undefined;
           // A server that expires every fresh list's watch must not be listed in a tight loop.
-          if (Date.now() - startedAt < 1000) await pause(options.retryBaseMs ?? 1000);
+          if (Date.now() - startedAt < 1000) await pause(base);
           continue;
         }
         if (Date.now() - startedAt > HEALTHY_RUN_MS) failures = 0;
         failures += 1;
-        const base = options.retryBaseMs ?? 1000;
         const delay = Math.min(MAX_RETRY_MS, base * 2 ** (failures - 1)) * (0.5 + Math.random() / 2);
-        options.logger.warn({ error: describe(error), retryInMs: Math.round(delay) }, `watching ${options.what} failed; keeping what was last seen`);
+        options.logger.warn({ error: describeApiFailure(error), retryInMs: Math.round(delay) }, `watching ${options.what} failed; keeping what was last seen`);
         await pause(delay);
       }
     }
@@ -148,12 +148,4 @@ export function startInformer<T extends KubernetesObject>(options: InformerOptio
       }
     },
   };
-}
-
-function describe(error: unknown): string {
-  if (error instanceof KubernetesApiError) return error.message;
-  // undici's "fetch failed" says nothing by itself: the cause says refused, reset, timed out.
-  const { message, cause } = error as Error & { cause?: { code?: unknown; message?: unknown } };
-  const detail = cause?.code ?? cause?.message;
-  return typeof detail === 'string' ? `${message} (${detail})` : String(message);
 }

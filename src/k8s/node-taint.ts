@@ -1,5 +1,5 @@
 import type { KubeConfig } from '@kubernetes/client-node';
-import { KubernetesApiError, apiCall } from './api-request.ts';
+import { KubernetesApiError, apiCall, describeApiFailure } from './api-request.ts';
 import type { Logger } from 'pino';
 
 /**
@@ -167,10 +167,7 @@ function describeFailure(error: unknown): Failure {
   if (error instanceof KubernetesApiError) {
     return { result: error.status === 409 ? 'conflict' : 'failed', status: error.status, message: error.statusMessage ?? `HTTP ${error.status}` };
   }
-  // undici's "fetch failed" says nothing by itself: the cause says refused, reset, timed out.
-  const { message, cause } = error as Error & { cause?: { code?: unknown; message?: unknown } };
-  const detail = cause?.code ?? cause?.message;
-  return { result: 'failed', status: undefined, message: typeof detail === 'string' ? `${message} (${detail})` : message };
+  return { result: 'failed', status: undefined, message: describeApiFailure(error) };
 }
 
 function hintFor(status: number | undefined): string | undefined {
