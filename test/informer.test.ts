@@ -170,9 +170,15 @@ t.test('close() before the first list succeeds: nothing is reported, no watch op
   t.equal(api.openWatches, 0);
 });
 
-t.test('apiCall: one connection for every call of a KubeConfig, the Status message in its error', async (t) => {
+t.test('apiCall: one connection for every call of a KubeConfig, the Status message in its error, never the answer\'s text', async (t) => {
   let connections = 0;
   const server = createServer((req, res) => {
+    if (req.url === '/garbled') {
+      // An answer that is not JSON, starting with what must never be quoted back (a TokenReview's answer echoes the token).
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('SECRET-TOKEN-VALUE and the rest');
+      return;
+    }
     if (req.url === '/missing') {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ kind: 'Status', status: 'Failure', message: 'nodes "x" not found', code: 404 }));
@@ -202,4 +208,6 @@ t.test('apiCall: one connection for every call of a KubeConfig, the Status messa
   const error = await apiCall(config, { path: '/missing' }).catch((e: unknown) => e);
   t.ok(error instanceof KubernetesApiError);
   t.match(error, { status: 404, statusMessage: 'nodes "x" not found', message: 'GET /missing: HTTP 404: nodes "x" not found' });
+  const garbled = (await apiCall(config, { path: '/garbled' }).catch((e: unknown) => e)) as Error;
+  t.equal(garbled.message, 'GET /garbled: the API server\'s answer is not JSON', 'a malformed answer is reported without its text');
 });

@@ -80,7 +80,19 @@ export async function apiCall<T>(kubeConfig: KubeConfig, call: ApiCall): Promise
     ...(prepared.dispatcher === undefined ? {} : { dispatcher: prepared.dispatcher }),
   });
   if (response.statusCode < 200 || response.statusCode > 299) throw await refusal(prepared, call, response.statusCode, response.body);
-  return JSON.parse(await response.body.text()) as T;
+  return parseAnswer<T>(await response.body.text(), prepared, call);
+}
+
+/**
+ * V8's JSON.parse error quotes the text around the fault, and a TokenReview's answer echoes the
+ * token it reviewed: a malformed answer is reported without any of its text.
+ */
+function parseAnswer<T>(text: string, prepared: Prepared, call: ApiCall): T {
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new Error(`${prepared.method} ${call.path}: the API server's answer is not JSON`);
+  }
 }
 
 /** A failed call or watch in one line for the log: the API server's refusal, or what undici says went wrong. */
@@ -118,7 +130,7 @@ export async function apiWatch<T>(kubeConfig: KubeConfig, call: ApiCall, onEvent
   for await (const chunk of response.body.setEncoding('utf8') as AsyncIterable<string>) {
     const lines = (pending + chunk).split('\n');
     pending = lines.pop() ?? '';
-    for (const line of lines) if (line.trim() !== '') onEvent(JSON.parse(line) as WatchEvent<T>);
+    for (const line of lines) if (line.trim() !== '') onEvent(parseAnswer<WatchEvent<T>>(line, prepared, call));
   }
 }
 
