@@ -36,7 +36,7 @@ t.test('version', async (t) => {
   t.equal(result.stdout, `${VERSION}\n`);
 });
 
-t.test('compile-cache: fills NODE_COMPILE_CACHE with every chunk of the bundle, which a server start then reads', async (t) => {
+t.test('compile-cache: fills NODE_COMPILE_CACHE with every chunk of the bundle, and a second run reads every one back', async (t) => {
   const refused = await cli(['compile-cache'], { NODE_COMPILE_CACHE: undefined });
   t.equal(refused.code, 2);
   t.equal(refused.stderr, 'pod-identity-agent compile-cache: NODE_COMPILE_CACHE is not set, so there is no cache to fill\n');
