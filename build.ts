@@ -2,6 +2,7 @@
 // the options bench/floor-build.ts bundles the dependency floor with, so that both are built alike.
 import { rmSync } from 'node:fs';
 import { isBuiltin } from 'node:module';
+import { dirname } from 'node:path';
 import { type BuildOptions, type Plugin, build } from 'esbuild';
 
 /**
@@ -43,6 +44,44 @@ const builtinsByRequire: Plugin = {
   },
 };
 
+/** The namespace of undiciUsedParts's entry, as source maps name it (beside the path of undici's index). */
+export const UNDICI_PARTS = 'undici-used-parts';
+
+/**
+ * undici's index evaluates all of undici at start (fetch, WebSocket, caches, mocks: 760 KB of the
+ * agent's bundle, with Node's zlib, web streams and worker_threads), and the agent and client-node
+ * use only its dispatchers and their request(). `undici` resolves to this entry instead: those parts,
+ * set up as the index sets them up; a name imported from it that it lacks fails the build.
+ */
+const undiciUsedParts: Plugin = {
+  name: 'undici-used-parts',
+  setup(bundle) {
+    bundle.onResolve({ filter: /^undici$/ }, async (args) => {
+      if (args.pluginData === 'resolved') return undefined;
+      const resolved = await bundle.resolve(args.path, { kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, pluginData: 'resolved' });
+      return { path: resolved.path, namespace: UNDICI_PARTS };
+    });
+    bundle.onLoad({ filter: /.*/, namespace: UNDICI_PARTS }, (args) => ({
+      resolveDir: dirname(args.path),
+      loader: 'js',
+      contents: [
+        "import Dispatcher from './lib/dispatcher/dispatcher.js';",
+        "import api from './lib/api/index.js';",
+        // As undici's index does: a dispatcher's request(), stream() and the rest.
+        'Object.assign(Dispatcher.prototype, api);',
+        'export { Dispatcher };',
+        "export { default as Agent } from './lib/dispatcher/agent.js';",
+        "export { default as ProxyAgent } from './lib/dispatcher/proxy-agent.js';",
+        "export { default as EnvHttpProxyAgent } from './lib/dispatcher/env-http-proxy-agent.js';",
+        "export { getGlobalDispatcher } from './lib/global.js';",
+        // For client-node's Watch, health and log clients, which the bundle drops (the agent uses none):
+        // the whole of undici, evaluated only if one is ever called.
+        "export function fetch(input, init) { return require('./index.js').fetch(input, init); }",
+      ].join('\n'),
+    }));
+  },
+};
+
 /** Bundles `entry` into `outdir` as the image's bundle is made: ESM, minified, dependencies inside. */
 export function bundleOptions(entry: string, outdir: string): BuildOptions {
   return {
@@ -62,7 +101,7 @@ export function bundleOptions(entry: string, outdir: string): BuildOptions {
     external: ['supports-color'],
     // CommonJS dependencies call require(): an ESM bundle has none of its own.
     banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
-    plugins: [clientNodeTreeShaking, builtinsByRequire],
+    plugins: [clientNodeTreeShaking, builtinsByRequire, undiciUsedParts],
   };
 }
 

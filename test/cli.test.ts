@@ -10,6 +10,8 @@ import { VERSION } from '../src/version.ts';
 import { NODE_CREDENTIALS, sendRequest, startTestCluster } from './helpers/harness.ts';
 import { BASE_ENV, CLI, START_LIMIT_MS, startServerProcess } from './helpers/cli-process.ts';
 import { createLogAudit } from './helpers/log-audit.ts';
+import { eventually } from './helpers/eventually.ts';
+import { startFakeApiServer } from './helpers/fake-apiserver.ts';
 
 const run = promisify(execFile);
 
@@ -153,4 +155,36 @@ t.test('the documented command line serves credentials; an absent IPv6 bind host
   t.match(logs.at(-1), { msg: 'stopped' });
   const leaks = lines.filter((line) => line.includes(token) || line.includes(NODE_CREDENTIALS.secretAccessKey) || (reply.json !== undefined && line.includes(String(reply.json.SecretAccessKey))));
   t.same(leaks, [], 'no token or secret in the process output');
+});
+
+// The tests of token verification and pod binding run the agent from src/; the bundle reaches the API
+// server through build.ts's own entry into undici, and this is where that path is run.
+t.test('the bundle verifies tokens with the API server\'s keys and binds them to this node\'s pods', async (t) => {
+  const cluster = await startTestCluster();
+  const { issuer, emulator } = cluster;
+  const api = await startFakeApiServer({ issuer: issuer.issuer, jwks: await issuer.jwks() });
+  const dir = await mkdtemp(join(tmpdir(), 'cli-kubernetes-'));
+  t.teardown(async () => {
+    await Promise.all([emulator.close(), api.close()]);
+    await rm(dir, { recursive: true, force: true });
+  });
+  await api.writeKubeconfig(join(dir, 'kubeconfig'));
+  const here = { namespace: 'default', name: 'app-1', uid: 'uid-app-1', nodeName: 'node-a', podIP: '127.0.0.1', serviceAccountName: 'app' };
+  api.addPod(here);
+  api.addPod({ ...here, name: 'app-2', uid: 'uid-app-2', nodeName: 'node-b' });
+  const server = await startServerProcess(t, cluster, ['--token-verification', 'jwks', '--pod-binding', 'on', '--node-name', 'node-a', '--state-dir', dir], { KUBECONFIG: join(dir, 'kubeconfig') });
+  t.match(await server.logged((line) => line.msg === 'Kubernetes trust set up'), { tokenVerification: 'jwks', podBinding: 'on' });
+
+  const token = (pod: typeof here) => issuer.issue({ namespace: pod.namespace, serviceAccount: 'app', podName: pod.name, podUid: pod.uid });
+  const port = server.ports.credentials;
+  await eventually(async () => (await sendRequest(port, { authorization: await token(here) })).status === 200, 'the pod on this node to get credentials');
+  const elsewhere = await sendRequest(port, { authorization: await token({ ...here, name: 'app-2', uid: 'uid-app-2' }) });
+  t.equal(elsewhere.status, 403, 'a pod of another node is refused');
+  t.equal(elsewhere.json?.Code, 'PodNotOnNode');
+  const forged = await sendRequest(port, { authorization: `${(await token(here)).slice(0, -4)}AAAA` });
+  t.equal(forged.status, 401, 'a token whose signature does not verify is refused');
+
+  const called = api.requests.map((request) => `${request.method} ${request.path}${request.query.watch === 'true' ? ' (watch)' : ''}`);
+  for (const call of ['GET /.well-known/openid-configuration', 'GET /openid/v1/jwks', 'GET /api/v1/pods', 'GET /api/v1/pods (watch)']) t.ok(called.includes(call), `${call} was called`);
+  t.ok(api.requests.every((request) => request.authenticated), 'every call carried the kubeconfig\'s token');
 });

@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import t from 'tap';
 import { isBuiltin } from 'node:module';
 import { IMAGE_MALLOC_ARENA_MAX, IMAGE_NODE_OPTIONS } from '../bench/lib.ts';
-import { BUILTIN_SHIMS } from '../build.ts';
+import { BUILTIN_SHIMS, UNDICI_PARTS } from '../build.ts';
 
 const dockerfile = await readFile(new URL('../Dockerfile', import.meta.url), 'utf8');
 
@@ -93,10 +93,10 @@ t.test('the image carries production code only: no emulator, demo or fake', asyn
     for (const [name] of text.matchAll(mention)) mentions.push(`dist/${file}: ${name}`);
     if (!file.endsWith('.js.map')) continue;
     // A source map names what its file was compiled from: src/, or a production dependency (or
-    // build.ts's one-line shim that takes a Node built-in with require()).
+    // build.ts's one-line shim that takes a Node built-in with require(), or its entry into undici, named by undici's index).
     for (const source of (JSON.parse(text) as { sources: string[] }).sources) {
       if (source.startsWith(`${BUILTIN_SHIMS}:`) && isBuiltin(source.slice(BUILTIN_SHIMS.length + 1))) continue;
-      const path = resolve(dist, dirname(file), source);
+      const path = source.startsWith(`${UNDICI_PARTS}:`) ? source.slice(UNDICI_PARTS.length + 1) : resolve(dist, dirname(file), source);
       if (!isInside(path, join(stage, 'src')) && !isProductionDependency(path, realpathSync(join(stage, 'node_modules')))) foreign.push(`dist/${file}: ${source}`);
     }
   }

@@ -1,5 +1,5 @@
 import { HttpMethod, type KubeConfig, RequestContext } from '@kubernetes/client-node';
-import { type Dispatcher, request } from 'undici';
+import { type Dispatcher, getGlobalDispatcher } from 'undici';
 
 /**
  * The API server's REST calls the agent makes (a list, a read, a JSON patch, a TokenReview, issuer
@@ -47,7 +47,7 @@ interface Prepared {
   readonly url: URL;
   readonly method: 'GET' | 'POST' | 'PATCH';
   readonly headers: Record<string, string>;
-  readonly dispatcher: Dispatcher | undefined;
+  readonly dispatcher: Dispatcher;
 }
 
 async function prepare(kubeConfig: KubeConfig, call: ApiCall): Promise<Prepared> {
@@ -62,7 +62,9 @@ async function prepare(kubeConfig: KubeConfig, call: ApiCall): Promise<Prepared>
   if (!dispatchers.has(kubeConfig)) dispatchers.set(kubeConfig, context.getDispatcher() ?? null);
   const headers: Record<string, string> = { ...context.getHeaders(), accept: call.accept ?? 'application/json' };
   if (call.body !== undefined) headers['content-type'] = call.contentType ?? 'application/json';
-  return { url, method, headers, dispatcher: dispatchers.get(kubeConfig) ?? undefined };
+  // Sent with the dispatcher's own request(): undici's top-level request() is in its index, which the
+  // bundle leaves out (build.ts, undiciUsedParts).
+  return { url, method, headers, dispatcher: dispatchers.get(kubeConfig) ?? getGlobalDispatcher() };
 }
 
 async function refusal(prepared: Prepared, call: ApiCall, statusCode: number, body: Dispatcher.ResponseData['body']): Promise<KubernetesApiError> {
@@ -72,12 +74,13 @@ async function refusal(prepared: Prepared, call: ApiCall, statusCode: number, bo
 /** Sends one call and parses the JSON answer; throws KubernetesApiError on a non-2xx status. */
 export async function apiCall<T>(kubeConfig: KubeConfig, call: ApiCall): Promise<T> {
   const prepared = await prepare(kubeConfig, call);
-  const response = await request(prepared.url, {
+  const response = await prepared.dispatcher.request({
+    origin: prepared.url.origin,
+    path: prepared.url.pathname + prepared.url.search,
     method: prepared.method,
     headers: prepared.headers,
     body: call.body === undefined ? null : JSON.stringify(call.body),
     signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
-    ...(prepared.dispatcher === undefined ? {} : { dispatcher: prepared.dispatcher }),
   });
   if (response.statusCode < 200 || response.statusCode > 299) throw await refusal(prepared, call, response.statusCode, response.body);
   return parseAnswer<T>(await response.body.text(), prepared, call);
@@ -117,13 +120,14 @@ export interface WatchEvent<T> {
  */
 export async function apiWatch<T>(kubeConfig: KubeConfig, call: ApiCall, onEvent: (event: WatchEvent<T>) => void, options: { readonly signal: AbortSignal; readonly silenceMs: number }): Promise<void> {
   const prepared = await prepare(kubeConfig, call);
-  const response = await request(prepared.url, {
+  const response = await prepared.dispatcher.request({
+    origin: prepared.url.origin,
+    path: prepared.url.pathname + prepared.url.search,
     method: 'GET',
     headers: prepared.headers,
     signal: options.signal,
     headersTimeout: CALL_TIMEOUT_MS,
     bodyTimeout: options.silenceMs,
-    ...(prepared.dispatcher === undefined ? {} : { dispatcher: prepared.dispatcher }),
   });
   if (response.statusCode !== 200) throw await refusal(prepared, call, response.statusCode, response.body);
   let pending = '';
