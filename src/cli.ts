@@ -16,12 +16,7 @@ if (!supportedNode(process.versions.node)) {
 // flags (V8 rejects a cache made under others).
 const { setFlagsFromString } = await import('node:v8');
 setFlagsFromString('--no-wasm-tier-up --no-wasm-dynamic-tiering');
-// The default export: bundled, a CommonJS package's dynamic import has no named ones.
-const { default: pino } = await import('pino');
 const { ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } = await import('./config/index.ts');
-const { initialize } = await import('./netsetup/initialize.ts');
-const { remove } = await import('./netsetup/remove.ts');
-const { watch } = await import('./netsetup/watch.ts');
 const { formatDuration } = await import('./duration.ts');
 const { createLogger } = await import('./observability/logger.ts');
 const { VERSION } = await import('./version.ts');
@@ -161,6 +156,14 @@ async function initializeNode(argv: readonly string[]): Promise<number> {
     process.stdout.write(INITIALIZE_USAGE);
     return 0;
   }
+  // Each command's modules load with it: the server's start does not wait for these.
+  const [{ default: pino }, { initialize }, { remove }, { watch }] = await Promise.all([
+    // The default export: bundled, a CommonJS package's dynamic import has no named ones.
+    import('pino'),
+    import('./netsetup/initialize.ts'),
+    import('./netsetup/remove.ts'),
+    import('./netsetup/watch.ts'),
+  ]);
   const logger = createLogger({ level: parsed.config.logLevel, destination: pino.destination({ dest: 1, sync: true }) });
   logger.info({ version: VERSION, config: parsed.config }, parsed.config.remove ? "removing the agent's node set-up" : 'initializing node');
   const log = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => logger[level](fields ?? {}, message);
