@@ -2,7 +2,7 @@ import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { AssociationsDocumentError, parseAssociations } from '../src/associations/association.ts';
+import { AssociationsDocumentError, loadAssociationsParser, parseAssociations } from '../src/associations/association.ts';
 import { AssociationTable } from '../src/associations/association-table.ts';
 import { watchAssociations } from '../src/associations/watch.ts';
 import { associationsMetrics } from '../src/observability/instrumentation.ts';
@@ -12,6 +12,8 @@ import { createLogAudit } from './helpers/log-audit.ts';
 import { eventually } from './helpers/eventually.ts';
 
 const ROLE = 'arn:aws:iam::111122223333:role/app';
+
+t.before(loadAssociationsParser);
 
 t.test('a full entry, in JSON and in YAML, parses to the same association', async (t) => {
   const entry = { namespace: 'default', serviceAccount: 'app', roleArn: ROLE, externalId: 'ext-123', sessionDuration: '2h', disableSessionTags: true, policy: '{"Version":"2012-10-17","Statement":[]}' };

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { type AddressInfo, createServer } from 'node:net';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -12,6 +12,8 @@ import { BASE_ENV, CLI, START_LIMIT_MS, startServerProcess } from './helpers/cli
 import { createLogAudit } from './helpers/log-audit.ts';
 import { eventually } from './helpers/eventually.ts';
 import { startFakeApiServer } from './helpers/fake-apiserver.ts';
+import { startStsEmulator } from './emulator/sts-emulator.ts';
+import { createTokenIssuer } from './emulator/token-issuer.ts';
 
 const run = promisify(execFile);
 
@@ -187,4 +189,28 @@ t.test('the bundle verifies tokens with the API server\'s keys and binds them to
   const called = api.requests.map((request) => `${request.method} ${request.path}${request.query.watch === 'true' ? ' (watch)' : ''}`);
   for (const call of ['GET /.well-known/openid-configuration', 'GET /openid/v1/jwks', 'GET /api/v1/pods', 'GET /api/v1/pods (watch)']) t.ok(called.includes(call), `${call} was called`);
   t.ok(api.requests.every((request) => request.authenticated), 'every call carried the kubeconfig\'s token');
+});
+
+// The associations' YAML parser is a chunk of its own, loaded with --upstream sts (src/associations/association.ts).
+t.test('the bundle with --upstream sts reads a YAML associations file and answers with the role\'s credentials', async (t) => {
+  const issuer = await createTokenIssuer();
+  const role = 'arn:aws:iam::444455556666:role/app';
+  const sts = await startStsEmulator({ callerCredentials: [NODE_CREDENTIALS], region: 'us-west-2', roles: { [role]: {} }, accountId: '444455556666' });
+  const api = await startFakeApiServer({ issuer: issuer.issuer, jwks: await issuer.jwks() });
+  const dir = await mkdtemp(join(tmpdir(), 'cli-sts-'));
+  t.teardown(async () => {
+    await Promise.all([sts.close(), api.close()]);
+    await rm(dir, { recursive: true, force: true });
+  });
+  await api.writeKubeconfig(join(dir, 'kubeconfig'));
+  await writeFile(join(dir, 'associations.yaml'), `associations:\n  - namespace: default\n    serviceAccount: app\n    roleArn: ${role}\n`);
+  const pod = { namespace: 'default', name: 'app-1', uid: 'uid-app-1', nodeName: 'node-a', podIP: '127.0.0.1', serviceAccountName: 'app' };
+  api.addPod(pod);
+  const args = ['--upstream', 'sts', '--associations', join(dir, 'associations.yaml'), '--token-verification', 'jwks', '--node-name', 'node-a', '--state-dir', dir];
+  const server = await startServerProcess(t, { clusterName: 'lab', region: 'us-west-2', emulator: { url: sts.url } }, args, { KUBECONFIG: join(dir, 'kubeconfig') });
+  t.match(await server.logged((line) => line.msg === 'associations loaded'), { associations: 1, refused: 0 });
+  const token = await issuer.issue({ namespace: 'default', serviceAccount: 'app', podName: pod.name, podUid: pod.uid });
+  let reply = await sendRequest(server.ports.credentials, { authorization: token });
+  await eventually(async () => (reply = await sendRequest(server.ports.credentials, { authorization: token })).status === 200, 'the pod to get credentials');
+  t.match(reply.json, { AccessKeyId: /^ASIA/, AccountId: '444455556666' });
 });

@@ -349,7 +349,8 @@ t.test('component: self-managed clusters (STS upstream, associations ConfigMap)'
   t.notOk(objects.some((o) => o.kind === 'ConfigMap' && o.metadata.name === ref?.name), 'not rendered: re-applying the overlay must not reset the associations');
   const associations = parseAllDocuments(await readFile(`${ROOT}daemonset/components/self-managed/associations.example.yaml`, 'utf8'))[0]?.toJSON() as Json;
   t.match(associations.metadata, { name: ref?.name, namespace: ref?.namespace }, 'the example is the ConfigMap the agent watches');
-  const { parseAssociations } = await import('../src/associations/association.ts');
+  const { loadAssociationsParser, parseAssociations } = await import('../src/associations/association.ts');
+  await loadAssociationsParser();
   for (const [key, text] of Object.entries(associations.data as Record<string, string>)) {
     t.same(parseAssociations(text, key).problems, [], `${key} is a valid associations document`);
   }

@@ -1,5 +1,17 @@
-import { parse as parseYaml } from 'yaml';
+import type { parse } from 'yaml';
 import { parseDuration } from '../duration.ts';
+
+let parseYaml: typeof parse | undefined;
+
+/**
+ * Loads the YAML parser before the first parseAssociations(): only --upstream sts reads
+ * associations, and evaluating the parser (120 KB of the bundle) took 5 ms of every start.
+ */
+export async function loadAssociationsParser(): Promise<void> {
+  // The default export: bundled, a CommonJS package's dynamic import has no named ones.
+  const yaml = (await import('yaml')) as unknown as { default: { parse: typeof parse } };
+  parseYaml ??= yaml.default.parse;
+}
 
 /**
  * A pod identity association for the STS upstream, shaped like an EKS one: pods of this
@@ -49,6 +61,7 @@ const MAX_POLICY_CHARS = 2048;
  * one is refused with a message naming it, and the rest still apply.
  */
 export function parseAssociations(text: string, source: string): ParsedAssociations {
+  if (parseYaml === undefined) throw new Error('parseAssociations() before loadAssociationsParser()');
   let document: unknown;
   try {
     document = parseYaml(text, { maxAliasCount: 100 });

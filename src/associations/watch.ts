@@ -2,7 +2,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { type ConfigMapRef, watchConfigMap } from '../k8s/configmap-watch.ts';
 import type { Informer } from '../k8s/informer.ts';
 import type { Logger } from 'pino';
-import { type Association, AssociationsDocumentError, type ParsedAssociations, parseAssociations } from './association.ts';
+import { type Association, AssociationsDocumentError, type ParsedAssociations, loadAssociationsParser, parseAssociations } from './association.ts';
 import { type AssociationLookup, AssociationTable } from './association-table.ts';
 import { type PolledFile, pollFile } from './file-source.ts';
 
@@ -128,6 +128,7 @@ export function watchAssociations(options: WatchAssociationsOptions): WatchedAss
       return table.complete;
     },
     async start(kubeConfig) {
+      await loadAssociationsParser();
       await startFile();
       startConfigMap(kubeConfig);
     },

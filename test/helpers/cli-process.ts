@@ -48,7 +48,10 @@ const portOf = (address: unknown): number => Number(/:(\d+)$/.exec(String(addres
  * port is 0, so the system picks free ones and keeps them: the bound ports come from the log lines
  * 'serving credentials' and 'probes and metrics listening'.
  */
-export async function startServerProcess(t: Test, cluster: EmulatedCluster, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
+/** What startServerProcess reads of a cluster: an EKS Auth emulator's, or an STS emulator's URL for --endpoint. */
+export type ServerUpstream = Pick<EmulatedCluster, 'clusterName' | 'region'> & { readonly emulator: { readonly url: string } };
+
+export async function startServerProcess(t: Test, cluster: ServerUpstream, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
   const args = ['server', '--cluster-name', cluster.clusterName, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '--endpoint', cluster.emulator.url, ...extraArgs];
   const child = spawn(process.execPath, [CLI, ...args], {
     env: { ...BASE_ENV, AWS_REGION: cluster.region, AWS_ACCESS_KEY_ID: NODE_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: NODE_CREDENTIALS.secretAccessKey, ...env },
