@@ -5,15 +5,15 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { VERSION } from '../src/version.ts';
-import { NODE_CREDENTIALS, sendRequest, startTestCluster } from './helpers/harness.ts';
+import { NODE_CREDENTIALS, type Reply, sendRequest, startTestCluster } from './helpers/harness.ts';
 import { BASE_ENV, CLI, START_LIMIT_MS, startServerProcess } from './helpers/cli-process.ts';
 import { createLogAudit } from './helpers/log-audit.ts';
 import { eventually } from './helpers/eventually.ts';
 import { startFakeApiServer } from './helpers/fake-apiserver.ts';
 import { startStsEmulator } from './emulator/sts-emulator.ts';
-import { createTokenIssuer } from './emulator/token-issuer.ts';
+import { type TokenIssuer, createTokenIssuer } from './emulator/token-issuer.ts';
 
 const run = promisify(execFile);
 
@@ -159,22 +159,34 @@ t.test('the documented command line serves credentials; an absent IPv6 bind host
   t.same(leaks, [], 'no token or secret in the process output');
 });
 
+/** The pod both bundle tests ask for credentials as: on node-a, at the loopback address the requests come from. */
+const APP_POD = { namespace: 'default', name: 'app-1', uid: 'uid-app-1', nodeName: 'node-a', podIP: '127.0.0.1', serviceAccountName: 'app' };
+
+/**
+ * A fake API server trusting `issuer`'s keys, with APP_POD listed; its kubeconfig in a fresh directory
+ * (the agent's --state-dir too), given as `env`. Closed with the test, and `upstream` with it.
+ */
+async function apiServerFor(t: Test, issuer: TokenIssuer, upstream: { close(): Promise<void> }) {
+  const api = await startFakeApiServer({ issuer: issuer.issuer, jwks: await issuer.jwks() });
+  const dir = await mkdtemp(join(tmpdir(), 'cli-kubernetes-'));
+  t.teardown(async () => {
+    await Promise.all([upstream.close(), api.close()]);
+    await rm(dir, { recursive: true, force: true });
+  });
+  await api.writeKubeconfig(join(dir, 'kubeconfig'));
+  api.addPod(APP_POD);
+  return { api, dir, env: { KUBECONFIG: join(dir, 'kubeconfig') } };
+}
+
 // The tests of token verification and pod binding run the agent from src/; the bundle reaches the API
 // server through build.ts's own entry into undici, and this is where that path is run.
 t.test('the bundle verifies tokens with the API server\'s keys and binds them to this node\'s pods', async (t) => {
   const cluster = await startTestCluster();
   const { issuer, emulator } = cluster;
-  const api = await startFakeApiServer({ issuer: issuer.issuer, jwks: await issuer.jwks() });
-  const dir = await mkdtemp(join(tmpdir(), 'cli-kubernetes-'));
-  t.teardown(async () => {
-    await Promise.all([emulator.close(), api.close()]);
-    await rm(dir, { recursive: true, force: true });
-  });
-  await api.writeKubeconfig(join(dir, 'kubeconfig'));
-  const here = { namespace: 'default', name: 'app-1', uid: 'uid-app-1', nodeName: 'node-a', podIP: '127.0.0.1', serviceAccountName: 'app' };
-  api.addPod(here);
+  const { api, dir, env } = await apiServerFor(t, issuer, emulator);
+  const here = APP_POD;
   api.addPod({ ...here, name: 'app-2', uid: 'uid-app-2', nodeName: 'node-b' });
-  const server = await startServerProcess(t, cluster, ['--token-verification', 'jwks', '--pod-binding', 'on', '--node-name', 'node-a', '--state-dir', dir], { KUBECONFIG: join(dir, 'kubeconfig') });
+  const server = await startServerProcess(t, cluster, ['--token-verification', 'jwks', '--pod-binding', 'on', '--node-name', 'node-a', '--state-dir', dir], env);
   t.match(await server.logged((line) => line.msg === 'Kubernetes trust set up'), { tokenVerification: 'jwks', podBinding: 'on' });
 
   const token = (pod: typeof here) => issuer.issue({ namespace: pod.namespace, serviceAccount: 'app', podName: pod.name, podUid: pod.uid });
@@ -196,21 +208,13 @@ t.test('the bundle with --upstream sts reads a YAML associations file and answer
   const issuer = await createTokenIssuer();
   const role = 'arn:aws:iam::444455556666:role/app';
   const sts = await startStsEmulator({ callerCredentials: [NODE_CREDENTIALS], region: 'us-west-2', roles: { [role]: {} }, accountId: '444455556666' });
-  const api = await startFakeApiServer({ issuer: issuer.issuer, jwks: await issuer.jwks() });
-  const dir = await mkdtemp(join(tmpdir(), 'cli-sts-'));
-  t.teardown(async () => {
-    await Promise.all([sts.close(), api.close()]);
-    await rm(dir, { recursive: true, force: true });
-  });
-  await api.writeKubeconfig(join(dir, 'kubeconfig'));
+  const { dir, env } = await apiServerFor(t, issuer, sts);
   await writeFile(join(dir, 'associations.yaml'), `associations:\n  - namespace: default\n    serviceAccount: app\n    roleArn: ${role}\n`);
-  const pod = { namespace: 'default', name: 'app-1', uid: 'uid-app-1', nodeName: 'node-a', podIP: '127.0.0.1', serviceAccountName: 'app' };
-  api.addPod(pod);
   const args = ['--upstream', 'sts', '--associations', join(dir, 'associations.yaml'), '--token-verification', 'jwks', '--node-name', 'node-a', '--state-dir', dir];
-  const server = await startServerProcess(t, { clusterName: 'lab', region: 'us-west-2', emulator: { url: sts.url } }, args, { KUBECONFIG: join(dir, 'kubeconfig') });
+  const server = await startServerProcess(t, { clusterName: 'lab', region: 'us-west-2', emulator: { url: sts.url } }, args, env);
   t.match(await server.logged((line) => line.msg === 'associations loaded'), { associations: 1, refused: 0 });
-  const token = await issuer.issue({ namespace: 'default', serviceAccount: 'app', podName: pod.name, podUid: pod.uid });
-  let reply = await sendRequest(server.ports.credentials, { authorization: token });
+  const token = await issuer.issue({ namespace: 'default', serviceAccount: 'app', podName: APP_POD.name, podUid: APP_POD.uid });
+  let reply: Reply | undefined;
   await eventually(async () => (reply = await sendRequest(server.ports.credentials, { authorization: token })).status === 200, 'the pod to get credentials');
-  t.match(reply.json, { AccessKeyId: /^ASIA/, AccountId: '444455556666' });
+  t.match(reply?.json, { AccessKeyId: /^ASIA/, AccountId: '444455556666' });
 });
