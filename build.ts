@@ -1,9 +1,11 @@
 // `npm run build`: the one esbuild bundle the image ships (dist/cli.js and its lazy chunks), and
 // the options bench/floor-build.ts bundles the dependency floor with, so that both are built alike.
-import { rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { isBuiltin } from 'node:module';
 import { dirname } from 'node:path';
-import { type BuildOptions, type Plugin, build } from 'esbuild';
+import { decode, encode } from '@jridgewell/sourcemap-codec';
+import { type Node, parse } from 'acorn';
+import { type BuildOptions, type OutputFile, type Plugin, build } from 'esbuild';
 
 /**
  * @kubernetes/client-node declares no `sideEffects`, so a bundler keeps every module its index
@@ -105,8 +107,152 @@ export function bundleOptions(entry: string, outdir: string): BuildOptions {
   };
 }
 
+/** A span of generated code: [start, end) offsets into one output file. */
+interface Span {
+  readonly start: number;
+  readonly end: number;
+}
+
+type AcornNode = Node & Record<string, unknown>;
+
+/**
+ * esbuild's runtime helpers, recognised by their bodies (their names are minified): `__commonJS` calls
+ * its factory with `(mod = { exports: {} }).exports`, `__esm` runs its own once as `fn && (res = fn(fn = 0))`.
+ */
+const HELPER_SHAPES = {
+  commonJS: /\(\s*\w+\s*=\s*\{\s*exports\s*:\s*\{\s*\}\s*\}\s*\)\s*\.exports/,
+  esm: /\w+\s*&&\s*\(\s*\w+\s*=\s*\w+\(\s*\w+\s*=\s*0\s*\)\s*\)/,
+} as const;
+
+function parseModule(text: string): AcornNode {
+  return parse(text, { ecmaVersion: 'latest', sourceType: 'module' }) as unknown as AcornNode;
+}
+
+/** The local names that `program` binds to esbuild's `__commonJS` and `__esm` helpers: its own or imported from `runtime`. */
+function helperNames(program: AcornNode, text: string, runtime: { file: string; exports: ReadonlySet<string> } | undefined): Set<string> {
+  const names = new Set<string>();
+  for (const statement of program.body as AcornNode[]) {
+    if (statement.type === 'VariableDeclaration') {
+      for (const declarator of statement.declarations as AcornNode[]) {
+        const init = declarator.init as AcornNode | null;
+        if (init?.type !== 'ArrowFunctionExpression') continue;
+        const body = text.slice(init.start, init.end);
+        if (Object.values(HELPER_SHAPES).some((shape) => shape.test(body))) names.add((declarator.id as AcornNode).name as string);
+      }
+    }
+    if (statement.type === 'ImportDeclaration' && runtime !== undefined && (statement.source as AcornNode).value === `./${runtime.file}`) {
+      for (const specifier of statement.specifiers as AcornNode[]) {
+        const imported = specifier.imported as AcornNode | undefined;
+        if (imported !== undefined && runtime.exports.has(imported.name as string)) names.add((specifier.local as AcornNode).name as string);
+      }
+    }
+  }
+  return names;
+}
+
+/** The function arguments of every call to one of `helpers` in `program`. */
+function factoryArguments(program: AcornNode, helpers: ReadonlySet<string>): Span[] {
+  const spans: Span[] = [];
+  const visit = (node: AcornNode): void => {
+    if (node.type === 'CallExpression') {
+      const callee = node.callee as AcornNode;
+      const [factory] = node.arguments as AcornNode[];
+      if (callee.type === 'Identifier' && helpers.has(callee.name as string) && (factory?.type === 'ArrowFunctionExpression' || factory?.type === 'FunctionExpression')) spans.push({ start: factory.start, end: factory.end });
+    }
+    for (const value of Object.values(node)) {
+      for (const child of Array.isArray(value) ? value : [value]) if (child !== null && typeof child === 'object' && typeof (child as AcornNode).type === 'string') visit(child as AcornNode);
+    }
+  };
+  visit(program);
+  return spans;
+}
+
+/** `text` with each span wrapped in parentheses, and where each character of `text` moved to. */
+function parenthesize(text: string, spans: readonly Span[]): { text: string; inserted: number[] } {
+  const inserted = spans.flatMap((span) => [span.start, span.end]).sort((a, b) => a - b);
+  let out = '';
+  let from = 0;
+  for (const [index, offset] of inserted.entries()) {
+    out += text.slice(from, offset) + (index % 2 === 0 ? '(' : ')');
+    from = offset;
+  }
+  return { text: out + text.slice(from), inserted };
+}
+
+/** Moves the generated columns of a source map's mappings past characters inserted at `inserted` (offsets into `text`, the output before insertion). */
+function shiftMappings(map: string, text: string, inserted: readonly number[]): string {
+  const parsed = JSON.parse(map) as { mappings: string };
+  const lineStarts = [0];
+  for (let at = text.indexOf('\n'); at !== -1; at = text.indexOf('\n', at + 1)) lineStarts.push(at + 1);
+  const byLine = new Map<number, number[]>();
+  let line = 0;
+  for (const offset of inserted) {
+    while (line + 1 < lineStarts.length && (lineStarts[line + 1] as number) <= offset) line += 1;
+    const columns = byLine.get(line) ?? [];
+    columns.push(offset - (lineStarts[line] as number));
+    byLine.set(line, columns);
+  }
+  const lines = decode(parsed.mappings);
+  for (const [index, columns] of byLine) {
+    for (const segment of lines[index] ?? []) {
+      // A character at or after an insertion point moved right by one for each such point.
+      let shift = 0;
+      while (shift < columns.length && (columns[shift] as number) <= segment[0]) shift += 1;
+      segment[0] += shift;
+    }
+  }
+  return JSON.stringify({ ...parsed, mappings: encode(lines) });
+}
+
+/**
+ * V8 compiles a function only when first called, unless it is wrapped in parentheses, and Node's
+ * compile cache holds only what was compiled with the module. esbuild wraps every CommonJS module
+ * (and every lazily initialised ESM one) in a factory called once at start, so without this each
+ * start compiles those factories again (about 10 ms, bench/README.md). Wrapping each factory
+ * passed to `__commonJS` or `__esm` in parentheses puts them in the cache; the source maps move with them.
+ * esbuild's helpers, or their calls, not found: the build fails, rather than silently losing this.
+ */
+export function eagerModuleFactories(files: readonly OutputFile[]): { path: string; contents: string }[] {
+  const scripts = files.filter((file) => file.path.endsWith('.js'));
+  const maps = new Map(files.filter((file) => file.path.endsWith('.js.map')).map((file) => [file.path, file.text]));
+  const programs = new Map(scripts.map((file) => [file, parseModule(file.text)]));
+  let runtime: { file: string; exports: Set<string> } | undefined;
+  for (const [file, program] of programs) {
+    const own = helperNames(program, file.text, undefined);
+    if (own.size === 0) continue;
+    const exports = new Set<string>();
+    for (const statement of program.body as AcornNode[]) {
+      if (statement.type !== 'ExportNamedDeclaration') continue;
+      for (const specifier of statement.specifiers as AcornNode[]) if (own.has((specifier.local as AcornNode).name as string)) exports.add((specifier.exported as AcornNode).name as string);
+    }
+    runtime = { file: file.path.slice(file.path.lastIndexOf('/') + 1), exports };
+  }
+  if (runtime === undefined) throw new Error("build: esbuild's __commonJS/__esm helpers were not found in the bundle (has esbuild's output changed?)");
+  let wrapped = 0;
+  const written = scripts.flatMap((file) => {
+    const program = programs.get(file) as AcornNode;
+    const spans = factoryArguments(program, helperNames(program, file.text, runtime));
+    wrapped += spans.length;
+    const { text, inserted } = parenthesize(file.text, spans);
+    const map = maps.get(`${file.path}.map`);
+    return [{ path: file.path, contents: text }, ...(map === undefined ? [] : [{ path: `${file.path}.map`, contents: shiftMappings(map, file.text, inserted) }])];
+  });
+  if (wrapped === 0) throw new Error("build: no call to esbuild's __commonJS/__esm helpers was found (has esbuild's output changed?)");
+  const rest = files.filter((file) => !file.path.endsWith('.js') && !file.path.endsWith('.js.map')).map((file) => ({ path: file.path, contents: file.text }));
+  return [...written, ...rest];
+}
+
+/** Bundles as `bundleOptions` says, with the module factories compiled eagerly (eagerModuleFactories). */
+export async function bundle(options: BuildOptions): Promise<void> {
+  const result = await build({ ...options, write: false });
+  for (const file of eagerModuleFactories(result.outputFiles)) {
+    mkdirSync(dirname(file.path), { recursive: true });
+    writeFileSync(file.path, file.contents);
+  }
+}
+
 if (import.meta.main) {
   const root = new URL('.', import.meta.url).pathname;
   rmSync(`${root}dist`, { recursive: true, force: true });
-  await build(bundleOptions(`${root}src/cli.ts`, `${root}dist`));
+  await bundle(bundleOptions(`${root}src/cli.ts`, `${root}dist`));
 }

@@ -4,8 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { build } from 'esbuild';
-import { bundleOptions } from '../build.ts';
+import { bundle, bundleOptions } from '../build.ts';
 import { NODE, runtimeEnv } from './lib.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -19,7 +18,7 @@ export interface FloorBuild {
 
 export async function buildDependencyFloor(): Promise<FloorBuild> {
   const outdir = mkdtempSync(join(tmpdir(), 'pia-floor-'));
-  await build({ ...bundleOptions(`${ROOT}bench/dependency-floor.js`, outdir), sourcemap: false });
+  await bundle({ ...bundleOptions(`${ROOT}bench/dependency-floor.js`, outdir), sourcemap: false });
   const script = join(outdir, 'dependency-floor.js');
   const env = { ...runtimeEnv(false), NODE_COMPILE_CACHE: join(outdir, 'compile-cache') };
   execFileSync(NODE, [script], { env, stdio: 'ignore' });

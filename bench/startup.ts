@@ -86,11 +86,14 @@ export async function startup(): Promise<void> {
   const bareRuns: { firstAnswerMs: number; rssBytes: number }[] = [];
   const floorRuns: { firstAnswerMs: number; rssBytes: number }[] = [];
   const floor = await buildDependencyFloor();
+  // Made before the first spawn: the image's compile cache (imageEnv) is made by a run of its own,
+  // which the first round's clock once counted.
+  const agentEnv = { ...imageEnv(), KUBECONFIG: join(dir, 'kubeconfig'), AWS_ACCESS_KEY_ID: cluster.nodeCredentials.accessKeyId, AWS_SECRET_ACCESS_KEY: cluster.nodeCredentials.secretAccessKey };
   try {
     for (let i = 0; i < ROUNDS; i += 1) {
       const args = ['server', '--cluster-name', cluster.clusterName, '--region', cluster.region, '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-port', '0', '--metrics-address', '127.0.0.1', '--state-dir', dir, '--node-name', 'node-a', '--token-verification', 'jwks', '--pod-binding', 'on'];
       const spawned = performance.now();
-      const agent = spawn(NODE, [`${ROOT}dist/cli.js`, ...args], { stdio: ['ignore', 'pipe', 'ignore'], env: { ...imageEnv(), KUBECONFIG: join(dir, 'kubeconfig'), AWS_ACCESS_KEY_ID: cluster.nodeCredentials.accessKeyId, AWS_SECRET_ACCESS_KEY: cluster.nodeCredentials.secretAccessKey } });
+      const agent = spawn(NODE, [`${ROOT}dist/cli.js`, ...args], { stdio: ['ignore', 'pipe', 'ignore'], env: agentEnv });
       try {
         const probe = await fromOutput(agent, (line) => (line.msg === 'probes and metrics listening' ? String(line.probe) : undefined));
         const readyMs = await timeTo(`http://${probe}/readyz`, 200, spawned, agent);
