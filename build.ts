@@ -150,21 +150,89 @@ function helperNames(program: AcornNode, text: string, runtime: { file: string; 
   return names;
 }
 
-/** The function arguments of every call to one of `helpers` in `program`. */
-function factoryArguments(program: AcornNode, helpers: ReadonlySet<string>): Span[] {
-  const spans: Span[] = [];
-  const visit = (node: AcornNode): void => {
-    if (node.type === 'CallExpression') {
-      const callee = node.callee as AcornNode;
-      const [factory] = node.arguments as AcornNode[];
-      if (callee.type === 'Identifier' && helpers.has(callee.name as string) && (factory?.type === 'ArrowFunctionExpression' || factory?.type === 'FunctionExpression')) spans.push({ start: factory.start, end: factory.end });
+/** A module factory: the function passed to `__commonJS` or `__esm` in a top-level `var`. */
+interface Factory extends Span {
+  readonly key: string;
+  readonly body: AcornNode;
+}
+
+/** `file`'s factories, by the name of the `var` each is bound to. */
+function factoriesOf(file: string, program: AcornNode, helpers: ReadonlySet<string>): Map<string, Factory> {
+  const factories = new Map<string, Factory>();
+  for (const statement of program.body as AcornNode[]) {
+    if (statement.type !== 'VariableDeclaration') continue;
+    for (const declarator of statement.declarations as AcornNode[]) {
+      const call = declarator.init as AcornNode | null;
+      const callee = call?.callee as AcornNode | undefined;
+      const [factory] = (call?.arguments ?? []) as AcornNode[];
+      if (call?.type !== 'CallExpression' || callee?.type !== 'Identifier' || !helpers.has(callee.name as string)) continue;
+      if (factory?.type !== 'ArrowFunctionExpression' && factory?.type !== 'FunctionExpression') continue;
+      const name = (declarator.id as AcornNode).name as string;
+      factories.set(name, { key: `${file}#${name}`, start: factory.start, end: factory.end, body: factory.body as AcornNode });
     }
-    for (const value of Object.values(node)) {
-      for (const child of Array.isArray(value) ? value : [value]) if (child !== null && typeof child === 'object' && typeof (child as AcornNode).type === 'string') visit(child as AcornNode);
+  }
+  return factories;
+}
+
+const FUNCTIONS = new Set(['FunctionExpression', 'ArrowFunctionExpression', 'FunctionDeclaration']);
+
+/** The names called when `node` runs: not inside the functions it only defines, but inside one it calls at once. */
+function namesCalled(node: AcornNode, names: string[] = []): string[] {
+  if (node.type === 'CallExpression') {
+    const callee = node.callee as AcornNode;
+    if (callee.type === 'Identifier') names.push(callee.name as string);
+    if (FUNCTIONS.has(callee.type)) namesCalled(callee.body as AcornNode, names);
+  }
+  for (const value of Object.values(node)) {
+    for (const child of Array.isArray(value) ? value : [value]) {
+      const isNode = child !== null && typeof child === 'object' && typeof (child as AcornNode).type === 'string';
+      if (isNode && !FUNCTIONS.has((child as AcornNode).type)) namesCalled(child as AcornNode, names);
     }
+  }
+  return names;
+}
+
+/** The names `program` imports from each sibling chunk, as `local name → [chunk, exported name]`, and what it exports. */
+function linksOf(program: AcornNode): { imports: Map<string, [string, string]>; exports: Map<string, string> } {
+  const imports = new Map<string, [string, string]>();
+  const exports = new Map<string, string>();
+  for (const statement of program.body as AcornNode[]) {
+    const specifiers = (statement.specifiers ?? []) as AcornNode[];
+    if (statement.type === 'ImportDeclaration') {
+      const from = String((statement.source as AcornNode).value).replace(/^\.\//, '');
+      for (const specifier of specifiers) if (specifier.imported !== undefined) imports.set((specifier.local as AcornNode).name as string, [from, (specifier.imported as AcornNode).name as string]);
+    }
+    if (statement.type === 'ExportNamedDeclaration') for (const specifier of specifiers) exports.set((specifier.exported as AcornNode).name as string, (specifier.local as AcornNode).name as string);
+  }
+  return { imports, exports };
+}
+
+/**
+ * The factories that run when their chunk loads: called from a chunk's top level, or from the body of
+ * one that runs (across chunks too). Those called later, from inside a function (undici's `fetch`,
+ * say), stay lazy: compiled eagerly they would only grow the cache (and the RSS that reads it).
+ */
+function factoriesRunAtLoad(chunks: ReadonlyMap<string, { program: AcornNode; factories: Map<string, Factory> }>): Factory[] {
+  const links = new Map([...chunks].map(([file, chunk]) => [file, linksOf(chunk.program)]));
+  const resolveName = (file: string, name: string): Factory | undefined => {
+    const own = chunks.get(file)?.factories.get(name);
+    const imported = links.get(file)?.imports.get(name);
+    if (own !== undefined || imported === undefined) return own;
+    const local = links.get(imported[0])?.exports.get(imported[1]);
+    return local === undefined ? undefined : chunks.get(imported[0])?.factories.get(local);
   };
-  visit(program);
-  return spans;
+  const run = new Map<string, Factory>();
+  const pending: [string, AcornNode][] = [...chunks].map(([file, chunk]) => [file, chunk.program]);
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [file, node] = next;
+    for (const name of namesCalled(node)) {
+      const factory = resolveName(file, name);
+      if (factory === undefined || run.has(factory.key)) continue;
+      run.set(factory.key, factory);
+      pending.push([factory.key.slice(0, factory.key.lastIndexOf('#')), factory.body]);
+    }
+  }
+  return [...run.values()];
 }
 
 /** `text` with each span wrapped in parentheses, and where each character of `text` moved to. */
@@ -207,10 +275,10 @@ function shiftMappings(map: string, text: string, inserted: readonly number[]): 
 /**
  * V8 compiles a function only when first called, unless it is wrapped in parentheses, and Node's
  * compile cache holds only what was compiled with the module. esbuild wraps every CommonJS module
- * (and every lazily initialised ESM one) in a factory called once at start, so without this each
- * start compiles those factories again (about 10 ms, bench/README.md). Wrapping each factory
- * passed to `__commonJS` or `__esm` in parentheses puts them in the cache; the source maps move with them.
- * esbuild's helpers, or their calls, not found: the build fails, rather than silently losing this.
+ * (and every lazily initialised ESM one) in a factory, and most of them run as their chunk loads: each
+ * start compiled them again (10 to 15 ms, bench/README.md). Those are wrapped in parentheses, so the
+ * cache holds them (factoriesRunAtLoad); the source maps move with the code. esbuild's helpers, or
+ * their calls, not found: the build fails rather than silently losing this.
  */
 export function eagerModuleFactories(files: readonly OutputFile[]): { path: string; contents: string }[] {
   const scripts = files.filter((file) => file.path.endsWith('.js'));
@@ -228,16 +296,19 @@ export function eagerModuleFactories(files: readonly OutputFile[]): { path: stri
     runtime = { file: file.path.slice(file.path.lastIndexOf('/') + 1), exports };
   }
   if (runtime === undefined) throw new Error("build: esbuild's __commonJS/__esm helpers were not found in the bundle (has esbuild's output changed?)");
-  let wrapped = 0;
-  const written = scripts.flatMap((file) => {
+  const name = (file: OutputFile) => file.path.slice(file.path.lastIndexOf('/') + 1);
+  const chunks = new Map(scripts.map((file) => {
     const program = programs.get(file) as AcornNode;
-    const spans = factoryArguments(program, helperNames(program, file.text, runtime));
-    wrapped += spans.length;
+    return [name(file), { program, factories: factoriesOf(name(file), program, helperNames(program, file.text, runtime)) }];
+  }));
+  const eager = factoriesRunAtLoad(chunks);
+  if (eager.length === 0) throw new Error("build: no module factory made by esbuild's __commonJS/__esm helpers runs at load (has esbuild's output changed?)");
+  const written = scripts.flatMap((file) => {
+    const spans = eager.filter((factory) => factory.key.startsWith(`${name(file)}#`));
     const { text, inserted } = parenthesize(file.text, spans);
     const map = maps.get(`${file.path}.map`);
     return [{ path: file.path, contents: text }, ...(map === undefined ? [] : [{ path: `${file.path}.map`, contents: shiftMappings(map, file.text, inserted) }])];
   });
-  if (wrapped === 0) throw new Error("build: no call to esbuild's __commonJS/__esm helpers was found (has esbuild's output changed?)");
   const rest = files.filter((file) => !file.path.endsWith('.js') && !file.path.endsWith('.js.map')).map((file) => ({ path: file.path, contents: file.text }));
   return [...written, ...rest];
 }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { decode } from '@jridgewell/sourcemap-codec';
+import { parse } from 'acorn';
 import { type OutputFile, build } from 'esbuild';
 import t, { type Test } from 'tap';
 import { bundleOptions, eagerModuleFactories } from '../build.ts';
@@ -16,7 +17,8 @@ async function fixture(t: Test): Promise<{ dir: string; entry: string }> {
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const statements = Array.from({ length: 300 }, (_, i) => `exports.v${i} = [${i}, ${i + 1}].map((n) => n * 2).join('-');`);
   await writeFile(join(dir, 'big.cjs'), `'use strict';\n${statements.join('\n')}\nexports.sum = (a, b) => a + b;\n`);
-  await writeFile(join(dir, 'lazy.js'), "import big from './big.cjs';\nexport const later = big.sum(40, 2);\n");
+  await writeFile(join(dir, 'lazy.js'), "import big from './big.cjs';\nexport const later = big.sum(40, 2);\nexport const onlyWhenCalled = () => require('./later.cjs').value;\n");
+  await writeFile(join(dir, 'later.cjs'), "exports.value = 'LOADED_ONLY_WHEN_CALLED';\n");
   await writeFile(join(dir, 'entry.js'), "import big from './big.cjs';\nconst { later } = await import('./lazy.js');\nconsole.log(JSON.stringify({ v299: big.v299, later }));\n");
   return { dir, entry: join(dir, 'entry.js') };
 }
@@ -52,6 +54,28 @@ t.test('the module factories are compiled with their chunk, so that the compile 
   t.equal(after.output, before.output);
   // Without the parentheses V8 caches the chunk's top level only: the factory's 300 statements are compiled at each start.
   t.ok(after.cacheBytes > before.cacheBytes * 1.5, `the cache holds the factory's code (${before.cacheBytes} → ${after.cacheBytes} bytes)`);
+});
+
+/** Whether the factory whose code holds `marker` is wrapped in parentheses, in any of `files`. */
+function wrapped(files: readonly { path: string; contents: string }[], marker: string): boolean | undefined {
+  for (const file of files.filter((f) => f.path.endsWith('.js'))) {
+    const program = parse(file.contents, { ecmaVersion: 'latest', sourceType: 'module', preserveParens: true });
+    for (const statement of program.body) {
+      if (statement.type !== 'VariableDeclaration') continue;
+      for (const { init } of statement.declarations) {
+        const [argument] = init?.type === 'CallExpression' ? init.arguments : [];
+        if (argument !== undefined && file.contents.slice(argument.start, argument.end).includes(marker)) return argument.type === 'ParenthesizedExpression';
+      }
+    }
+  }
+  return undefined;
+}
+
+t.test('a factory that runs only when a function calls it stays lazy', async (t) => {
+  const { dir, entry } = await fixture(t);
+  const eager = eagerModuleFactories(await bundled(entry, join(dir, 'out')));
+  t.equal(wrapped(eager, '.v299='), true, 'the module imported at load: compiled with its chunk');
+  t.equal(wrapped(eager, 'LOADED_ONLY_WHEN_CALLED'), false, 'the module required inside a function: compiled when first called');
 });
 
 t.test('each character the source maps point at is still there after the parentheses', async (t) => {
