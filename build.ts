@@ -235,16 +235,16 @@ function factoriesRunAtLoad(chunks: ReadonlyMap<string, { program: AcornNode; fa
   return [...run.values()];
 }
 
-/** `text` with each span wrapped in parentheses, and where each character of `text` moved to. */
+/** `text` with each span wrapped in parentheses (spans never overlap: each is a top-level `var`'s), and the offsets the parentheses went in at. */
 function parenthesize(text: string, spans: readonly Span[]): { text: string; inserted: number[] } {
-  const inserted = spans.flatMap((span) => [span.start, span.end]).sort((a, b) => a - b);
+  const marks = spans.flatMap((span): [number, string][] => [[span.start, '('], [span.end, ')']]).sort((a, b) => a[0] - b[0]);
   let out = '';
   let from = 0;
-  for (const [index, offset] of inserted.entries()) {
-    out += text.slice(from, offset) + (index % 2 === 0 ? '(' : ')');
+  for (const [offset, mark] of marks) {
+    out += text.slice(from, offset) + mark;
     from = offset;
   }
-  return { text: out + text.slice(from), inserted };
+  return { text: out + text.slice(from), inserted: marks.map(([offset]) => offset) };
 }
 
 /** Moves the generated columns of a source map's mappings past characters inserted at `inserted` (offsets into `text`, the output before insertion). */
