@@ -128,23 +128,16 @@ function parseModule(text: string): AcornNode {
   return parse(text, { ecmaVersion: 'latest', sourceType: 'module' }) as unknown as AcornNode;
 }
 
-/** The local names that `program` binds to esbuild's `__commonJS` and `__esm` helpers: its own or imported from `runtime`. */
-function helperNames(program: AcornNode, text: string, runtime: { file: string; exports: ReadonlySet<string> } | undefined): Set<string> {
+/** The names of esbuild's `__commonJS` and `__esm` helpers that `program` defines (the shared runtime chunk does). */
+function ownHelpers(program: AcornNode, text: string): Set<string> {
   const names = new Set<string>();
   for (const statement of program.body as AcornNode[]) {
-    if (statement.type === 'VariableDeclaration') {
-      for (const declarator of statement.declarations as AcornNode[]) {
-        const init = declarator.init as AcornNode | null;
-        if (init?.type !== 'ArrowFunctionExpression') continue;
-        const body = text.slice(init.start, init.end);
-        if (Object.values(HELPER_SHAPES).some((shape) => shape.test(body))) names.add((declarator.id as AcornNode).name as string);
-      }
-    }
-    if (statement.type === 'ImportDeclaration' && runtime !== undefined && (statement.source as AcornNode).value === `./${runtime.file}`) {
-      for (const specifier of statement.specifiers as AcornNode[]) {
-        const imported = specifier.imported as AcornNode | undefined;
-        if (imported !== undefined && runtime.exports.has(imported.name as string)) names.add((specifier.local as AcornNode).name as string);
-      }
+    if (statement.type !== 'VariableDeclaration') continue;
+    for (const declarator of statement.declarations as AcornNode[]) {
+      const init = declarator.init as AcornNode | null;
+      if (init?.type !== 'ArrowFunctionExpression') continue;
+      const body = text.slice(init.start, init.end);
+      if (Object.values(HELPER_SHAPES).some((shape) => shape.test(body))) names.add((declarator.id as AcornNode).name as string);
     }
   }
   return names;
@@ -152,12 +145,14 @@ function helperNames(program: AcornNode, text: string, runtime: { file: string; 
 
 /** A module factory: the function passed to `__commonJS` or `__esm` in a top-level `var`. */
 interface Factory extends Span {
-  readonly key: string;
+  /** The chunk's file name, and the `var` the factory is bound to. */
+  readonly file: string;
+  readonly name: string;
   readonly body: AcornNode;
 }
 
 /** `file`'s factories, by the name of the `var` each is bound to. */
-function factoriesOf(file: string, program: AcornNode, helpers: ReadonlySet<string>): Map<string, Factory> {
+function factoriesOf(file: string, program: AcornNode, isHelper: (name: string) => boolean): Map<string, Factory> {
   const factories = new Map<string, Factory>();
   for (const statement of program.body as AcornNode[]) {
     if (statement.type !== 'VariableDeclaration') continue;
@@ -165,10 +160,10 @@ function factoriesOf(file: string, program: AcornNode, helpers: ReadonlySet<stri
       const call = declarator.init as AcornNode | null;
       const callee = call?.callee as AcornNode | undefined;
       const [factory] = (call?.arguments ?? []) as AcornNode[];
-      if (call?.type !== 'CallExpression' || callee?.type !== 'Identifier' || !helpers.has(callee.name as string)) continue;
+      if (call?.type !== 'CallExpression' || callee?.type !== 'Identifier' || !isHelper(callee.name as string)) continue;
       if (factory?.type !== 'ArrowFunctionExpression' && factory?.type !== 'FunctionExpression') continue;
       const name = (declarator.id as AcornNode).name as string;
-      factories.set(name, { key: `${file}#${name}`, start: factory.start, end: factory.end, body: factory.body as AcornNode });
+      factories.set(name, { file, name, start: factory.start, end: factory.end, body: factory.body as AcornNode });
     }
   }
   return factories;
@@ -207,32 +202,40 @@ function linksOf(program: AcornNode): { imports: Map<string, [string, string]>; 
   return { imports, exports };
 }
 
+/** One output chunk: its syntax tree, what it imports and exports, and its factories. */
+interface Chunk {
+  readonly program: AcornNode;
+  readonly links: ReturnType<typeof linksOf>;
+  readonly factories: Map<string, Factory>;
+}
+
+/** Where `name`, as chunk `file` uses it, is defined: `[chunk, local name]`, following an import from a sibling chunk. */
+function definitionOf(chunks: ReadonlyMap<string, Pick<Chunk, 'links'>>, file: string, name: string): [string, string] | undefined {
+  const imported = chunks.get(file)?.links.imports.get(name);
+  if (imported === undefined) return [file, name];
+  const local = chunks.get(imported[0])?.links.exports.get(imported[1]);
+  return local === undefined ? undefined : [imported[0], local];
+}
+
 /**
  * The factories that run when their chunk loads: called from a chunk's top level, or from the body of
  * one that runs (across chunks too). Those called later, from inside a function (undici's `fetch`,
  * say), stay lazy: compiled eagerly they would only grow the cache (and the RSS that reads it).
  */
-function factoriesRunAtLoad(chunks: ReadonlyMap<string, { program: AcornNode; factories: Map<string, Factory> }>): Factory[] {
-  const links = new Map([...chunks].map(([file, chunk]) => [file, linksOf(chunk.program)]));
-  const resolveName = (file: string, name: string): Factory | undefined => {
-    const own = chunks.get(file)?.factories.get(name);
-    const imported = links.get(file)?.imports.get(name);
-    if (own !== undefined || imported === undefined) return own;
-    const local = links.get(imported[0])?.exports.get(imported[1]);
-    return local === undefined ? undefined : chunks.get(imported[0])?.factories.get(local);
-  };
-  const run = new Map<string, Factory>();
+function factoriesRunAtLoad(chunks: ReadonlyMap<string, Chunk>): Set<Factory> {
+  const run = new Set<Factory>();
   const pending: [string, AcornNode][] = [...chunks].map(([file, chunk]) => [file, chunk.program]);
   for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
     const [file, node] = next;
-    for (const name of namesCalled(node)) {
-      const factory = resolveName(file, name);
-      if (factory === undefined || run.has(factory.key)) continue;
-      run.set(factory.key, factory);
-      pending.push([factory.key.slice(0, factory.key.lastIndexOf('#')), factory.body]);
+    for (const called of namesCalled(node)) {
+      const [chunk, local] = definitionOf(chunks, file, called) ?? [];
+      const factory = local === undefined ? undefined : chunks.get(chunk as string)?.factories.get(local);
+      if (factory === undefined || run.has(factory)) continue;
+      run.add(factory);
+      pending.push([factory.file, factory.body]);
     }
   }
-  return [...run.values()];
+  return run;
 }
 
 /** `text` with each span wrapped in parentheses (spans never overlap: each is a top-level `var`'s), and the offsets the parentheses went in at. */
@@ -283,29 +286,22 @@ function shiftMappings(map: string, text: string, inserted: readonly number[]): 
 export function eagerModuleFactories(files: readonly OutputFile[]): { path: string; contents: string }[] {
   const scripts = files.filter((file) => file.path.endsWith('.js'));
   const maps = new Map(files.filter((file) => file.path.endsWith('.js.map')).map((file) => [file.path, file.text]));
-  const programs = new Map(scripts.map((file) => [file, parseModule(file.text)]));
-  let runtime: { file: string; exports: Set<string> } | undefined;
-  for (const [file, program] of programs) {
-    const own = helperNames(program, file.text, undefined);
-    if (own.size === 0) continue;
-    const exports = new Set<string>();
-    for (const statement of program.body as AcornNode[]) {
-      if (statement.type !== 'ExportNamedDeclaration') continue;
-      for (const specifier of statement.specifiers as AcornNode[]) if (own.has((specifier.local as AcornNode).name as string)) exports.add((specifier.exported as AcornNode).name as string);
-    }
-    runtime = { file: file.path.slice(file.path.lastIndexOf('/') + 1), exports };
-  }
-  if (runtime === undefined) throw new Error("build: esbuild's __commonJS/__esm helpers were not found in the bundle (has esbuild's output changed?)");
   const name = (file: OutputFile) => file.path.slice(file.path.lastIndexOf('/') + 1);
-  const chunks = new Map(scripts.map((file) => {
-    const program = programs.get(file) as AcornNode;
-    return [name(file), { program, factories: factoriesOf(name(file), program, helperNames(program, file.text, runtime)) }];
+  const parsed = new Map(scripts.map((file) => {
+    const program = parseModule(file.text);
+    return [name(file), { program, links: linksOf(program), helpers: ownHelpers(program, file.text) }];
   }));
+  if ([...parsed.values()].every((chunk) => chunk.helpers.size === 0)) throw new Error("build: esbuild's __commonJS/__esm helpers were not found in the bundle (has esbuild's output changed?)");
+  // A chunk's helpers: its own, or the runtime chunk's under the names it imports them as.
+  const isHelper = (file: string, used: string) => {
+    const [chunk, local] = definitionOf(parsed, file, used) ?? [];
+    return local !== undefined && parsed.get(chunk as string)?.helpers.has(local) === true;
+  };
+  const chunks = new Map([...parsed].map(([file, { program, links }]): [string, Chunk] => [file, { program, links, factories: factoriesOf(file, program, (helper) => isHelper(file, helper)) }]));
   const eager = factoriesRunAtLoad(chunks);
-  if (eager.length === 0) throw new Error("build: no module factory made by esbuild's __commonJS/__esm helpers runs at load (has esbuild's output changed?)");
+  if (eager.size === 0) throw new Error("build: no module factory made by esbuild's __commonJS/__esm helpers runs at load (has esbuild's output changed?)");
   const written = scripts.flatMap((file) => {
-    const spans = eager.filter((factory) => factory.key.startsWith(`${name(file)}#`));
-    const { text, inserted } = parenthesize(file.text, spans);
+    const { text, inserted } = parenthesize(file.text, [...eager].filter((factory) => factory.file === name(file)));
     const map = maps.get(`${file.path}.map`);
     return [{ path: file.path, contents: text }, ...(map === undefined ? [] : [{ path: `${file.path}.map`, contents: shiftMappings(map, file.text, inserted) }])];
   });
