@@ -43,14 +43,14 @@ function parseLines(output: string): Record<string, unknown>[] {
 /** `127.0.0.1:PORT` -> PORT */
 const portOf = (address: unknown): number => Number(/:(\d+)$/.exec(String(address))?.[1] ?? Number.NaN);
 
+/** What startServerProcess reads of a cluster: an EKS Auth emulator's, or an STS emulator's URL for --endpoint. */
+export type ServerUpstream = Pick<EmulatedCluster, 'clusterName' | 'region'> & { readonly emulator: { readonly url: string } };
+
 /**
  * `pod-identity-agent server` against the cluster's emulator on loopback, killed with the test. Every
  * port is 0, so the system picks free ones and keeps them: the bound ports come from the log lines
  * 'serving credentials' and 'probes and metrics listening'.
  */
-/** What startServerProcess reads of a cluster: an EKS Auth emulator's, or an STS emulator's URL for --endpoint. */
-export type ServerUpstream = Pick<EmulatedCluster, 'clusterName' | 'region'> & { readonly emulator: { readonly url: string } };
-
 export async function startServerProcess(t: Test, cluster: ServerUpstream, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
   const args = ['server', '--cluster-name', cluster.clusterName, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '--endpoint', cluster.emulator.url, ...extraArgs];
   const child = spawn(process.execPath, [CLI, ...args], {
