@@ -111,6 +111,7 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     eventLoop,
     draining: () => draining,
     ...(associations === undefined ? {} : { associationsLoaded: () => associations.complete }),
+    podsListed: () => trust?.pods?.synced,
   };
   const probeServer = createHttpServer(createProbeHandler(probeOptions));
   const stopping = new AbortController();
@@ -137,14 +138,13 @@ export function buildAgent(config: Config, deps: AgentDeps): Agent {
     }
     stillStarting();
     const resolveIdentity = createIdentityResolver({ clusterName: config.clusterName, verifier: trust.verifier, pods: trust.pods, now });
-    // Probes and metrics first, so that /readyz says why while it waits. With a shared port, binding is taking
-    // traffic: the credential listeners not before the node's credentials resolve.
+    // Probes and metrics first (/readyz says why meanwhile); binding is taking traffic on a shared port, so the credential listeners wait for node credentials and (pod binding) the pod list.
     const probe = await listen(probeServer, '127.0.0.1', config.probePort);
     const metricsAddress = config.metrics ? await listen(metricsServer, config.metricsAddress, config.metricsPort) : undefined;
     stillStarting();
     const where = { probe: `127.0.0.1:${probe.port}`, metrics: metricsAddress === undefined ? 'disabled' : `${config.metricsAddress}:${metricsAddress.port}` };
-    logger.info(where, 'probes and metrics bound; the credential listeners follow once node credentials resolve');
-    await untilResolved(credentials, logger, stopping.signal);
+    logger.info({ ...where, waitingFor: [...(trust.pods === undefined ? [] : ['this node\'s pods listed']), 'node credentials'] }, 'probes and metrics bound; the credential listeners follow once the agent can answer');
+    await Promise.all([trust.pods?.whenListed(stopping.signal), untilResolved(credentials, logger, stopping.signal)]);
     const handler = createCredentialsHandler({ bindHosts: config.bindHosts, port: config.port, audience: config.audience, cache, record: requestLog.record, resolveIdentity, selfCheckId, now });
     ({ servers: credentialServers, addresses: bound } = await listenOnHosts(config.bindHosts, config.port, handler, logger, requestLog.refused));
     stillStarting();

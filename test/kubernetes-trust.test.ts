@@ -6,8 +6,12 @@ import type { EmulatedCluster } from './emulator/emulated-cluster.ts';
 import { type ProjectedTokenClaims, createTokenIssuer } from './emulator/token-issuer.ts';
 import { expectSignatureRefused, forgeriesUnderKid } from './helpers/forgeries.ts';
 import { type FakeApiServer, type FakePod, kubeConfigFor, startFakeApiServer } from './helpers/fake-apiserver.ts';
-import { type Harness, startHarness } from './helpers/harness.ts';
+import { type Harness, NODE_CREDENTIALS, sendRequest, startHarness, startTestCluster } from './helpers/harness.ts';
 import { eventually } from './helpers/eventually.ts';
+import { createLogAudit } from './helpers/log-audit.ts';
+import { buildAgent } from '../src/agent.ts';
+import { parseServerArgs } from '../src/config/index.ts';
+import { createLogger } from '../src/observability/logger.ts';
 
 const NODE = 'node-a';
 
@@ -51,6 +55,61 @@ t.test('jwks: a good token from a pod on this node is served; keys are stored 07
   t.equal(reply.status, 200, reply.text);
   t.equal((await stat(stateDir)).mode & 0o777, 0o700);
   t.ok(api.requests.some((r) => r.path === '/openid/v1/jwks'), 'keys read from the API server');
+});
+
+t.test('pod binding: nothing is bound for pods until this node\'s pods are listed, and /readyz says so meanwhile', async (t) => {
+  const cluster = await startTestCluster();
+  t.teardown(() => cluster.close());
+  const api = await startFakeApiServer({ issuer: cluster.issuer.issuer, jwks: await cluster.issuer.jwks() });
+  t.teardown(() => api.close());
+  const stateDir = await mkdtemp(join(tmpdir(), 'pia-state-'));
+  t.teardown(() => rm(stateDir, { recursive: true, force: true }));
+  const web = pod('web');
+  api.addPod(web);
+  // A slow API server: the keys come at once, the pod list only when the test says.
+  const lists = api.holdLists();
+  const args = ['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '--node-name', NODE, '--state-dir', stateDir, '--pod-binding', 'on'];
+  const audit = createLogAudit();
+  const agent = buildAgent(parseServerArgs(args, {}).config!, { logger: createLogger({ level: 'info', destination: audit.sink }), kubernetes: await kubeConfigFor(t, api), credentialProvider: async () => NODE_CREDENTIALS });
+  t.teardown(() => agent.close());
+  const listening = agent.listen();
+  let bound = false;
+  void listening.then(() => {
+    bound = true;
+  });
+  await eventually(() => api.requests.some((r) => r.path === '/api/v1/pods' && r.query.watch !== 'true'), 'the pod list asked for');
+  const line = audit.lines.find((l) => l.msg === 'probes and metrics bound; the credential listeners follow once the agent can answer');
+  const probePort = Number(String(line?.probe).split(':')[1]);
+  const waiting = await sendRequest(probePort, { path: '/readyz', host: '127.0.0.1' });
+  t.equal(waiting.status, 503);
+  t.match(waiting.json, { ready: false, checks: { listeners: [], nodeCredentials: { ok: true }, pods: { ok: false, error: /not been listed yet/ } } });
+  t.notOk(bound, 'no credential listener while the list is held');
+  lists.release();
+  const addresses = await listening;
+  const token = await cluster.issuer.issue({ namespace: web.namespace, serviceAccount: 'app', podName: web.name, podUid: web.uid });
+  audit.secrets.add(token);
+  const reply = await sendRequest(addresses.credentials[0]!.port, { authorization: token }, audit);
+  t.equal(reply.status, 200, `the first request is served, never PodListUnavailable: ${reply.text}`);
+  const ready = await sendRequest(probePort, { path: '/readyz', host: '127.0.0.1' });
+  t.equal(ready.status, 200, ready.text);
+  t.match(ready.json, { ready: true, checks: { pods: { ok: true } } });
+});
+
+t.test('pod binding: a shutdown while the pod list is awaited ends the start-up', async (t) => {
+  const cluster = await startTestCluster();
+  t.teardown(() => cluster.close());
+  const api = await startFakeApiServer({ issuer: cluster.issuer.issuer, jwks: await cluster.issuer.jwks() });
+  t.teardown(() => api.close());
+  const stateDir = await mkdtemp(join(tmpdir(), 'pia-state-'));
+  t.teardown(() => rm(stateDir, { recursive: true, force: true }));
+  const lists = api.holdLists();
+  t.teardown(() => lists.release());
+  const args = ['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '--node-name', NODE, '--state-dir', stateDir, '--pod-binding', 'on'];
+  const agent = buildAgent(parseServerArgs(args, {}).config!, { logger: createLogger({ level: 'fatal' }), kubernetes: await kubeConfigFor(t, api), credentialProvider: async () => NODE_CREDENTIALS });
+  const stopped = agent.listen().then(() => 'bound', (error: Error) => error.name);
+  await eventually(() => api.requests.some((r) => r.path === '/api/v1/pods' && r.query.watch !== 'true'), 'the pod list asked for');
+  await agent.close();
+  t.equal(await stopped, 'AbortError', 'the wait ends with the shutdown, nothing bound');
 });
 
 t.test('refusals that cost no upstream call: bad signature, pod elsewhere, replayed from another address', async (t) => {

@@ -130,8 +130,8 @@ t.test('node credentials that cannot be resolved: nothing bound for pods, /ready
   const listening = agent.listen();
   const stopped = listening.then(() => 'bound', (error: Error) => error.name);
   // The probe port, from the line logged once probes and metrics are bound, before the wait.
-  await eventually(() => audit.lines.some((line) => line.msg === 'probes and metrics bound; the credential listeners follow once node credentials resolve'), 'the probes bound');
-  const bound = audit.lines.find((line) => line.msg === 'probes and metrics bound; the credential listeners follow once node credentials resolve');
+  await eventually(() => audit.lines.some((line) => line.msg === 'probes and metrics bound; the credential listeners follow once the agent can answer'), 'the probes bound');
+  const bound = audit.lines.find((line) => line.msg === 'probes and metrics bound; the credential listeners follow once the agent can answer');
   const probePort = Number(String(bound?.probe).split(':')[1]);
   const ready = await probe(probePort, '/readyz');
   t.equal(ready?.status, 503);

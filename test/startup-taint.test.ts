@@ -92,7 +92,7 @@ async function startNode(t: Test, options: NodeOptions = {}): Promise<Node> {
   });
   const listening = agent.listen();
   listening.catch(() => undefined);
-  const boundLine = 'probes and metrics bound; the credential listeners follow once node credentials resolve';
+  const boundLine = 'probes and metrics bound; the credential listeners follow once the agent can answer';
   const portOf = (where: unknown) => Number(String(where).split(':').at(-1));
   let addresses: AgentAddresses;
   if (options.credentials === false) {

@@ -15,6 +15,8 @@ export interface PodInfo {
 export interface PodIndex {
   /** True once the first list arrived; until then nothing can be refused for not being here. */
   readonly synced: boolean;
+  /** Resolves once the first list has arrived (at once if it has); rejects when `signal` aborts first. */
+  whenListed(signal: AbortSignal): Promise<void>;
   get(uid: string): PodInfo | undefined;
   close(): Promise<void>;
 }
@@ -36,12 +38,17 @@ export function watchNodePods(options: PodIndexOptions): PodIndex {
   const fieldSelector = `spec.nodeName=${options.nodeName}`;
   const pods = new Map<string, PodInfo>();
   let synced = false;
+  let markListed = (): void => undefined;
+  const listed = new Promise<void>((resolve) => {
+    markListed = resolve;
+  });
   const informer = startInformer<V1Pod>({
     kubeConfig: options.kubeConfig,
     path: '/api/v1/pods',
     fieldSelector,
     onListed: () => {
       synced = true;
+      markListed();
     },
     onUpsert: (pod) => {
       const info = toPodInfo(pod);
@@ -61,6 +68,7 @@ export function watchNodePods(options: PodIndexOptions): PodIndex {
     get synced() {
       return synced;
     },
+    whenListed: (signal) => untilAborted(listed, signal),
     get: (uid) => pods.get(uid),
     close: () => informer.close(),
   };
@@ -72,4 +80,16 @@ function toPodInfo(pod: V1Pod): PodInfo | undefined {
   const ips = (pod.status?.podIPs ?? []).map((entry) => entry.ip).filter((ip): ip is string => ip !== undefined);
   if (ips.length === 0 && pod.status?.podIP !== undefined) ips.push(pod.status.podIP);
   return { uid, namespace, name, serviceAccount: pod.spec?.serviceAccountName, hostNetwork: pod.spec?.hostNetwork === true, ips };
+}
+
+function untilAborted(promise: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const abort = () => reject(signal.reason);
+    signal.addEventListener('abort', abort, { once: true });
+    void promise.then(() => {
+      signal.removeEventListener('abort', abort);
+      resolve();
+    });
+  });
 }

@@ -23,6 +23,8 @@ export interface ProbeOptions {
   readonly draining: () => boolean;
   /** --upstream sts: whether every associations source has been read; absent otherwise. */
   readonly associationsLoaded?: () => boolean;
+  /** With pod binding on, whether this node's pods have been listed; undefined when pods are not bound. */
+  readonly podsListed?: () => boolean | undefined;
   /** Each check's own limit, so that both probes answer within 1 s. */
   readonly timeoutMs?: number;
 }
@@ -38,7 +40,8 @@ export const UNRESPONSIVE_DELAY_MS = 1000;
 /**
  * `/healthz`: the event loop answers promptly. `/readyz`: each bind host answers on the port pods
  * use, through whatever the node does to get there, and it is this agent that answers; node
- * credentials resolve; and (STS upstream) the associations have been read.
+ * credentials resolve; (STS upstream) the associations have been read; and (pod binding) this node's
+ * pods have been listed.
  */
 export function createProbeHandler(options: ProbeOptions): RequestHandler {
   const timeoutMs = options.timeoutMs ?? 800;
@@ -93,8 +96,11 @@ export async function readiness(options: ProbeOptions, timeoutMs = options.timeo
   });
   const draining = options.draining();
   const associations = options.associationsLoaded === undefined ? undefined : options.associationsLoaded() ? { ok: true } : { ok: false, error: 'not every associations source has been read yet' };
+  // Why nothing is bound yet: the credential listeners wait for the first list, which is never undone.
+  const listed = options.podsListed?.();
+  const pods = listed === undefined ? undefined : listed ? { ok: true } : { ok: false, error: 'this node\'s pods have not been listed yet' };
   const ready = !draining && listeners.length > 0 && credentials.ok && listenerChecks.every((check) => check.ok) && associations?.ok !== false;
-  return { ready, draining, checks: { listeners: listenerReport, nodeCredentials: credentials, ...(associations === undefined ? {} : { associations }) } };
+  return { ready, draining, checks: { listeners: listenerReport, nodeCredentials: credentials, ...(associations === undefined ? {} : { associations }), ...(pods === undefined ? {} : { pods }) } };
 }
 
 /** The node's credentials resolve, and the upstream has not refused them since it last took them. */

@@ -66,6 +66,8 @@ export interface FakeApiServer {
   compactHistory(): void;
   /** Going down cuts every open watch; `mode` overrides options.downMode. */
   setDown(down: boolean, mode?: DownMode): void;
+  /** Holds every list (not watch) request unanswered, as a slow API server does, until release() answers them. */
+  holdLists(): { release(): void };
   readonly requests: readonly RecordedRequest[];
   /** Contains bearer tokens: assert on it, never log it. */
   readonly tokenReviews: readonly { token: string; audiences: string[] }[];
@@ -118,6 +120,7 @@ class FakeApiServerImpl implements FakeApiServer {
   #nodeRace: ((node: FakeNode) => void) | undefined;
   #nodeRefusal: number | undefined;
   #down: DownMode | undefined;
+  #heldLists: (() => void)[] | undefined;
   #server = createServer((req, res) => void this.#handle(req, res));
   #closing: Promise<void> | undefined;
 
@@ -229,6 +232,17 @@ class FakeApiServerImpl implements FakeApiServer {
     this.#store.closeWatches('destroy');
   }
 
+  holdLists(): { release(): void } {
+    this.#heldLists ??= [];
+    return {
+      release: () => {
+        const held = this.#heldLists ?? [];
+        this.#heldLists = undefined;
+        for (const answer of held) answer();
+      },
+    };
+  }
+
   close(): Promise<void> {
     this.#closing ??= this.#shutdown();
     return this.#closing;
@@ -305,6 +319,7 @@ class FakeApiServerImpl implements FakeApiServer {
       return;
     }
     if (request.watch) collection.watch(res, request);
+    else if (this.#heldLists !== undefined) this.#heldLists.push(() => sendJson(res, 200, collection.list(request)));
     else sendJson(res, 200, collection.list(request));
   }
 
