@@ -84,6 +84,8 @@ t.test('pod binding: nothing is bound for pods until this node\'s pods are liste
   t.equal(waiting.status, 503);
   t.match(waiting.json, { ready: false, checks: { listeners: [], nodeCredentials: { ok: true }, pods: { ok: false, error: /not been listed yet/ } } });
   t.notOk(bound, 'no credential listener while the list is held');
+  const paths = api.requests.map((r) => (r.path === '/api/v1/pods' && r.query.watch !== 'true' ? 'list' : r.path));
+  t.ok(paths.indexOf('list') < paths.indexOf('/openid/v1/jwks'), `the list is asked for alongside the keys, not after them: ${paths.join(', ')}`);
   lists.release();
   const addresses = await listening;
   const token = await cluster.issuer.issue({ namespace: web.namespace, serviceAccount: 'app', podName: web.name, podUid: web.uid });

@@ -54,6 +54,10 @@ export async function setUpTrust(options: TrustOptions): Promise<Trust> {
     return { verifier: undefined, pods: undefined, close: async () => undefined };
   }
 
+  // Listed alongside the keys, which the list does not need: the credential listeners wait for both.
+  // Let go of again should `auto` end without a verifier.
+  const mayBind = config.podBinding === 'on' || (config.podBinding === 'auto' && config.tokenVerification !== 'none');
+  const listing = mayBind && config.nodeName !== undefined ? watchNodePods({ kubeConfig: kube.kubeConfig, nodeName: config.nodeName, logger, onDelete: options.onPodDeleted }) : undefined;
   const keys = config.tokenVerification === 'jwks' || config.tokenVerification === 'auto' ? issuerKeys({ kubeConfig: kube.kubeConfig, stateDir: config.stateDir, logger }) : undefined;
   let verifier: TokenVerifier | undefined;
   if (config.tokenVerification === 'tokenreview') verifier = tokenReviewVerifier(kube.kubeConfig, config.audience);
@@ -63,11 +67,10 @@ export async function setUpTrust(options: TrustOptions): Promise<Trust> {
     else logger.warn({ kubeconfig: kube.source }, 'the API server did not answer and no issuer keys are stored: tokens are not verified locally');
   }
 
-  let pods: PodIndex | undefined;
   const bind = config.podBinding === 'on' || (config.podBinding === 'auto' && verifier !== undefined && config.nodeName !== undefined);
-  if (bind && config.nodeName !== undefined) {
-    pods = watchNodePods({ kubeConfig: kube.kubeConfig, nodeName: config.nodeName, logger, onDelete: options.onPodDeleted });
-  } else if (config.podBinding === 'auto' && verifier !== undefined) {
+  const pods: PodIndex | undefined = bind ? listing : undefined;
+  if (pods === undefined) await listing?.close();
+  if (!bind && config.podBinding === 'auto' && verifier !== undefined) {
     logger.warn('the node name is unknown (--node-name or NODE_NAME): tokens are verified but not bound to this node\'s pods');
   }
   logger.info({ kubeconfig: kube.source, tokenVerification: verifier?.mode ?? 'none', podBinding: pods === undefined ? 'off' : 'on', node: config.nodeName }, TRUST_SET_UP);
