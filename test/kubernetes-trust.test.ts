@@ -57,34 +57,42 @@ t.test('jwks: a good token from a pod on this node is served; keys are stored 07
   t.ok(api.requests.some((r) => r.path === '/openid/v1/jwks'), 'keys read from the API server');
 });
 
-t.test('pod binding: nothing is bound for pods until this node\'s pods are listed, and /readyz says so meanwhile', async (t) => {
+const isPodList = (r: { path: string; query: Record<string, string> }) => r.path === '/api/v1/pods' && r.query.watch !== 'true';
+
+/** An agent built in process with pod binding on, against a fake API server whose lists are held (a slow API server: the keys come at once, the pod list when released). */
+async function agentWithListsHeld(t: Test, logger: ReturnType<typeof createLogger>, pods: readonly FakePod[] = []) {
   const cluster = await startTestCluster();
   t.teardown(() => cluster.close());
   const api = await startFakeApiServer({ issuer: cluster.issuer.issuer, jwks: await cluster.issuer.jwks() });
   t.teardown(() => api.close());
   const stateDir = await mkdtemp(join(tmpdir(), 'pia-state-'));
   t.teardown(() => rm(stateDir, { recursive: true, force: true }));
-  const web = pod('web');
-  api.addPod(web);
-  // A slow API server: the keys come at once, the pod list only when the test says.
+  for (const p of pods) api.addPod(p);
   const lists = api.holdLists();
+  t.teardown(() => lists.release());
   const args = ['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '--node-name', NODE, '--state-dir', stateDir, '--pod-binding', 'on'];
+  const agent = buildAgent(parseServerArgs(args, {}).config!, { logger, kubernetes: await kubeConfigFor(t, api), credentialProvider: async () => NODE_CREDENTIALS });
+  return { cluster, api, agent, lists };
+}
+
+t.test('pod binding: nothing is bound for pods until this node\'s pods are listed, and /readyz says so meanwhile', async (t) => {
+  const web = pod('web');
   const audit = createLogAudit();
-  const agent = buildAgent(parseServerArgs(args, {}).config!, { logger: createLogger({ level: 'info', destination: audit.sink }), kubernetes: await kubeConfigFor(t, api), credentialProvider: async () => NODE_CREDENTIALS });
+  const { cluster, api, agent, lists } = await agentWithListsHeld(t, createLogger({ level: 'info', destination: audit.sink }), [web]);
   t.teardown(() => agent.close());
   const listening = agent.listen();
   let bound = false;
   void listening.then(() => {
     bound = true;
   });
-  await eventually(() => api.requests.some((r) => r.path === '/api/v1/pods' && r.query.watch !== 'true'), 'the pod list asked for');
+  await eventually(() => api.requests.some(isPodList), 'the pod list asked for');
   const line = audit.lines.find((l) => l.msg === 'probes and metrics bound; the credential listeners follow once the agent can answer');
   const probePort = Number(String(line?.probe).split(':')[1]);
   const waiting = await sendRequest(probePort, { path: '/readyz', host: '127.0.0.1' });
   t.equal(waiting.status, 503);
   t.match(waiting.json, { ready: false, checks: { listeners: [], nodeCredentials: { ok: true }, pods: { ok: false, error: /not been listed yet/ } } });
   t.notOk(bound, 'no credential listener while the list is held');
-  const paths = api.requests.map((r) => (r.path === '/api/v1/pods' && r.query.watch !== 'true' ? 'list' : r.path));
+  const paths = api.requests.map((r) => (isPodList(r) ? 'list' : r.path));
   t.ok(paths.indexOf('list') < paths.indexOf('/openid/v1/jwks'), `the list is asked for alongside the keys, not after them: ${paths.join(', ')}`);
   lists.release();
   const addresses = await listening;
@@ -98,18 +106,9 @@ t.test('pod binding: nothing is bound for pods until this node\'s pods are liste
 });
 
 t.test('pod binding: a shutdown while the pod list is awaited ends the start-up', async (t) => {
-  const cluster = await startTestCluster();
-  t.teardown(() => cluster.close());
-  const api = await startFakeApiServer({ issuer: cluster.issuer.issuer, jwks: await cluster.issuer.jwks() });
-  t.teardown(() => api.close());
-  const stateDir = await mkdtemp(join(tmpdir(), 'pia-state-'));
-  t.teardown(() => rm(stateDir, { recursive: true, force: true }));
-  const lists = api.holdLists();
-  t.teardown(() => lists.release());
-  const args = ['--cluster-name', 'c1', '--region', 'us-west-2', '--endpoint', cluster.emulator.url, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '--node-name', NODE, '--state-dir', stateDir, '--pod-binding', 'on'];
-  const agent = buildAgent(parseServerArgs(args, {}).config!, { logger: createLogger({ level: 'fatal' }), kubernetes: await kubeConfigFor(t, api), credentialProvider: async () => NODE_CREDENTIALS });
+  const { api, agent } = await agentWithListsHeld(t, createLogger({ level: 'fatal' }));
   const stopped = agent.listen().then(() => 'bound', (error: Error) => error.name);
-  await eventually(() => api.requests.some((r) => r.path === '/api/v1/pods' && r.query.watch !== 'true'), 'the pod list asked for');
+  await eventually(() => api.requests.some(isPodList), 'the pod list asked for');
   await agent.close();
   t.equal(await stopped, 'AbortError', 'the wait ends with the shutdown, nothing bound');
 });
