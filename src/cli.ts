@@ -8,14 +8,7 @@ if (!supportedNode(process.versions.node)) {
   process.stderr.write(`pod-identity-agent: Node.js ${process.versions.node} is not supported: it needs Node.js 22.19 or later (24 LTS recommended)\n`);
   process.exit(1);
 }
-// undici parses HTTP answers with WebAssembly, and V8's optimizing tier compiled its parser with
-// 15 MB of scratch memory at start-up that glibc then kept: 11 MB of idle RSS (bench/README.md). The
-// baseline tier (Liftoff) parses the few answers from EKS Auth and the API server well enough, and the
-// hit path runs no WebAssembly. Both flags are needed: either alone still tiers up. Set before any other
-// chunk loads, in every command, so that the image's compile cache is made and read under the same
-// flags (V8 rejects a cache made under others).
-const { setFlagsFromString } = await import('node:v8');
-setFlagsFromString('--no-wasm-tier-up --no-wasm-dynamic-tiering');
+baselineTierWebAssembly((await import('node:v8')).setFlagsFromString);
 const { ConfigError, INITIALIZE_USAGE, SERVER_USAGE, parseInitializeArgs, parseServerArgs } = await import('./config/index.ts');
 const { formatDuration } = await import('./duration.ts');
 const { createLogger } = await import('./observability/logger.ts');
@@ -33,6 +26,31 @@ async function compileCache(): Promise<number> {
     if (file.endsWith('.js') && new URL(file, self).href !== self.href) await import(new URL(file, self).href);
   }
   return 0;
+}
+
+/**
+ * undici parses HTTP answers with WebAssembly, and V8's optimizing tier compiled its parser with 15 MB
+ * of scratch memory that glibc then kept: 11 MB of idle RSS (bench/README.md). The baseline tier
+ * (Liftoff) parses the few answers from EKS Auth and the API server well enough; the hit path runs no
+ * WebAssembly. V8 fixes a function's tiers when it compiles it, so the flags hold only while a module
+ * is compiled, every function of it at once (compiled lazily, each would get the defaults and tier
+ * up). Held for the whole process, they would change V8's flag hash, and Node's own code cache is
+ * refused under another hash: every built-in loaded after them (node:http, node:net, node:tls...)
+ * was compiled from source at each start (bench/README.md). Both tiering flags are needed: either
+ * alone still tiers up. undici builds its parser with `new WebAssembly.Module`, which is what is wrapped.
+ */
+function baselineTierWebAssembly(setFlags: (flags: string) => void): void {
+  const webAssembly = (globalThis as unknown as { WebAssembly: { Module: new (bytes: Uint8Array) => object } }).WebAssembly;
+  webAssembly.Module = new Proxy(webAssembly.Module, {
+    construct(target, args, newTarget) {
+      setFlags('--no-wasm-tier-up --no-wasm-dynamic-tiering --no-wasm-lazy-compilation');
+      try {
+        return Reflect.construct(target, args, newTarget) as object;
+      } finally {
+        setFlags('--wasm-tier-up --wasm-dynamic-tiering --wasm-lazy-compilation');
+      }
+    },
+  });
 }
 
 /** package.json's engines: >=22.19. */

@@ -48,14 +48,46 @@ t.test('compile-cache: fills NODE_COMPILE_CACHE with every chunk of the bundle, 
   t.teardown(() => rm(cache, { recursive: true, force: true }));
   t.equal((await cli(['compile-cache'], { NODE_COMPILE_CACHE: cache })).code, 0);
   const chunks = (await readdir(dirname(CLI))).filter((file) => file.endsWith('.js')).sort();
-  // A second run loads every chunk again, under the flags the CLI sets for all its commands (the
-  // agent's chunk included): Node logs each module's verdict on its cached code.
+  // A second run loads every chunk again (the agent's included): Node logs each module's verdict on
+  // its cached code.
   const again = await cli(['compile-cache'], { NODE_COMPILE_CACHE: cache, NODE_DEBUG_NATIVE: 'COMPILE_CACHE' });
   const accepted = [...again.stderr.matchAll(/V8 code cache for ESM file:\/\/\S+\/([^/\s]+\.js) was accepted/g)].map((match) => match[1]).sort();
   t.same(chunks.filter((file) => !accepted.includes(file)), [], 'every chunk comes from the cache');
   const rejected = [...again.stderr.matchAll(/V8 code cache for ESM file:\/\/\S+\/([^/\s]+\.js) was rejected/g)].map((match) => match[1]);
   t.same(rejected.filter((file) => chunks.includes(file as string)), [], 'none of them is rejected');
   t.ok(chunks.some((file) => file.startsWith('agent-')), 'the agent\'s chunk is one of them');
+});
+
+/** A start, a credential request that goes upstream (undici compiles its WebAssembly parser), SIGTERM: the process's output. */
+async function startAndCallUpstream(t: Test, nodeArgs: string[]): Promise<string> {
+  const cluster = await startTestCluster();
+  t.teardown(() => cluster.emulator.close());
+  const server = await startServerProcess(t, cluster, [], {}, nodeArgs);
+  for (const podName of ['app-1', 'app-2', 'app-3']) {
+    const token = await cluster.issuer.issue({ namespace: 'default', serviceAccount: 'app', podName });
+    t.equal((await sendRequest(server.ports.credentials, { authorization: token })).status, 200, `${podName}: an upstream call`);
+  }
+  t.equal(cluster.emulator.calls.length, 3, 'each one went upstream');
+  server.child.kill('SIGTERM');
+  t.equal((await server.exited).code, 0);
+  return server.output();
+}
+
+t.test("every Node.js built-in comes from Node's own code cache, through a start and upstream calls (V8's flags stay as that cache was made under)", async (t) => {
+  const probe = new URL('./helpers/builtin-cache-probe.ts', import.meta.url).pathname;
+  const output = await startAndCallUpstream(t, ['--expose-internals', '--import', probe]);
+  const line = /^builtin-cache-usage (.*)$/m.exec(output)?.[1];
+  t.ok(line, 'the probe reported', { output });
+  const usage = JSON.parse(line ?? '{}') as { withCache?: string[]; withoutCache?: string[] };
+  t.ok((usage.withCache ?? []).includes('http'), 'node:http among those read from the cache');
+  t.same(usage.withoutCache, [], 'none compiled from source');
+});
+
+t.test("undici's WebAssembly parser stays on V8's baseline tier (Liftoff), however hot", async (t) => {
+  // A tiering budget of 1 tiers up a function at its first call, where tiering is allowed.
+  const output = await startAndCallUpstream(t, ['--trace-wasm-compilation-times', '--wasm-tiering-budget=1']);
+  t.match(output, /Compiled function \S+ using Liftoff/, 'the parser was compiled');
+  t.notMatch(output, /using TurboFan/, 'and never by the optimizing tier');
 });
 
 /** The machine's own Node.js, older than the engines' 22.19 (this CI machine's /usr/bin/node is 20). */

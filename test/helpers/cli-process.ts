@@ -49,11 +49,11 @@ export type ServerUpstream = Pick<EmulatedCluster, 'clusterName' | 'region'> & {
 /**
  * `pod-identity-agent server` against the cluster's emulator on loopback, killed with the test. Every
  * port is 0, so the system picks free ones and keeps them: the bound ports come from the log lines
- * 'serving credentials' and 'probes and metrics listening'.
+ * 'serving credentials' and 'probes and metrics listening'. `nodeArgs` go to Node.js, before the bundle.
  */
-export async function startServerProcess(t: Test, cluster: ServerUpstream, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
+export async function startServerProcess(t: Test, cluster: ServerUpstream, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<ServerProcess> {
   const args = ['server', '--cluster-name', cluster.clusterName, '--bind-hosts', '127.0.0.1', '--port', '0', '--probe-port', '0', '--metrics-address', '127.0.0.1', '--metrics-port', '0', '--endpoint', cluster.emulator.url, ...extraArgs];
-  const child = spawn(process.execPath, [CLI, ...args], {
+  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
     env: { ...BASE_ENV, AWS_REGION: cluster.region, AWS_ACCESS_KEY_ID: NODE_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: NODE_CREDENTIALS.secretAccessKey, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
