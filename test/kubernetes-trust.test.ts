@@ -236,6 +236,20 @@ t.test('API server down at start: stored keys from an earlier run verify; withou
   t.equal(reply.json?.Code, 'TokenSignatureInvalid', 'this cluster\'s tokens are not signed by the stored keys');
 });
 
+t.test('API server down at start, auto: without a verifier, the pod list begun alongside the keys is let go of', async (t) => {
+  const { h, api } = await startCluster(t, { apiDown: true });
+  t.match(h.audit.lines.find((l) => l.msg === 'Kubernetes trust set up'), { tokenVerification: 'none', podBinding: 'off' });
+  const podCalls = () => api.requests.filter((request) => request.path === '/api/v1/pods').length;
+  t.ok(podCalls() > 0, 'the list was asked for, alongside the keys');
+  const before = podCalls();
+  // Back up: a pod watch still running would list again at its next retry (1 s at most, the first
+  // time) and stay open; two retries' worth of waiting shows whether it was stopped.
+  api.setDown(false);
+  await new Promise((resolve) => setTimeout(resolve, 2500));
+  t.equal(podCalls(), before, 'no pod list or watch after trust was set up');
+  t.equal(api.openWatches, 0, 'no watch open');
+});
+
 t.test('tokenreview: the API server decides', async (t) => {
   const { h, api } = await startCluster(t, {
     args: ['--token-verification', 'tokenreview'],
