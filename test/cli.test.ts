@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { VERSION } from '../src/version.ts';
+import { IMAGE_NODE_OPTIONS } from '../bench/lib.ts';
 import { NODE_CREDENTIALS, type Reply, sendRequest, startTestCluster } from './helpers/harness.ts';
 import { BASE_ENV, CLI, START_LIMIT_MS, startServerProcess } from './helpers/cli-process.ts';
 import { createLogAudit } from './helpers/log-audit.ts';
@@ -58,11 +59,12 @@ t.test('compile-cache: fills NODE_COMPILE_CACHE with every chunk of the bundle, 
   t.ok(chunks.some((file) => file.startsWith('agent-')), 'the agent\'s chunk is one of them');
 });
 
-/** A start, a credential request that goes upstream (undici compiles its WebAssembly parser), SIGTERM: the process's output. */
+/** A start, credential requests that go upstream (undici compiles its WebAssembly parser), SIGTERM: the process's output. */
 async function startAndCallUpstream(t: Test, nodeArgs: string[]): Promise<string> {
   const cluster = await startTestCluster();
   t.teardown(() => cluster.emulator.close());
-  const server = await startServerProcess(t, cluster, [], {}, nodeArgs);
+  // Under the image's NODE_OPTIONS, so that a V8 flag added there is held to the same test.
+  const server = await startServerProcess(t, cluster, [], { NODE_OPTIONS: IMAGE_NODE_OPTIONS }, nodeArgs);
   for (const podName of ['app-1', 'app-2', 'app-3']) {
     const token = await cluster.issuer.issue({ namespace: 'default', serviceAccount: 'app', podName });
     t.equal((await sendRequest(server.ports.credentials, { authorization: token })).status, 200, `${podName}: an upstream call`);
