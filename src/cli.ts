@@ -37,7 +37,8 @@ async function compileCache(): Promise<number> {
  * up). Held for the whole process, they would change V8's flag hash, and Node's own code cache is
  * refused under another hash: every built-in loaded after them (node:http, node:net, node:tls...)
  * was compiled from source at each start (bench/README.md). Both tiering flags are needed: either
- * alone still tiers up. undici builds its parser with `new WebAssembly.Module`, which is what is wrapped.
+ * alone still tiers up. undici builds its parser with `new WebAssembly.Module`, which is what is wrapped;
+ * afterwards the flags go back to V8's defaults, which the image runs with.
  */
 function baselineTierWebAssembly(setFlags: (flags: string) => void): void {
   const webAssembly = (globalThis as unknown as { WebAssembly: { Module: new (bytes: Uint8Array) => object } }).WebAssembly;
