@@ -44,6 +44,9 @@ export class NegativeCache {
 
   /** Drops verdicts past their time, so the map does not hold the keys of tokens never seen again. */
   prune(now: number): void {
-    for (const [key, verdict] of this.#verdicts) if (now >= verdict.until) this.#verdicts.delete(key);
+    // forEach: for-of would make an array per verdict each second (credential-cache.ts, sweep).
+    this.#verdicts.forEach((verdict, key) => {
+      if (now >= verdict.until) this.#verdicts.delete(key);
+    });
   }
 }
