@@ -54,21 +54,6 @@ function baselineTierWebAssembly(setFlags: (flags: string) => void): void {
   });
 }
 
-/**
- * V8 returns an idle heap's free pages (its memory reducer) only once it sees allocation slow down,
- * and V8 13.6 (Node.js 24) reads a process that has never allocated on its C++ heap (cppgc) as one
- * allocating at the highest rate: the reducer then waits for its 100 s watchdog, which every ordinary
- * full collection puts back. After a burst of new identities that kept about 20 MB resident
- * (bench/README.md, memory). A vm.Script's wrapper is the one cppgc allocation JavaScript can make;
- * one every 30 s keeps the rate V8 reads above zero (it decays to exactly zero some 110 s after the
- * last), for the price of compiling `0`.
- */
-function keepMemoryReducerAwake(Script: new (code: string) => unknown): void {
-  const allocate = () => new Script('0');
-  allocate();
-  setInterval(allocate, 30_000).unref();
-}
-
 /** package.json's engines: >=22.19. */
 function supportedNode(version: string): boolean {
   const [major = 0, minor = 0] = version.split('.').map(Number);
@@ -146,7 +131,6 @@ async function server(argv: readonly string[]): Promise<number> {
     'starting pod-identity-agent',
   );
   guardProcess(logger);
-  keepMemoryReducerAwake((await import('node:vm')).Script);
   // Imported here, not at the top: `initialize --watch` runs as a sidecar for the pod's whole life,
   // and without the server's modules it costs a fraction of the memory.
   const { buildAgent } = await import('./agent.ts');
