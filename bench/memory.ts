@@ -2,6 +2,7 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { burst, issueTokens, report, round, rssBytes, scrape, startAgent, startCluster } from './lib.ts';
 
 const IDENTITIES = 10_000;
@@ -9,7 +10,6 @@ const IDENTITIES = 10_000;
 const BATCH = 100;
 const MB = 1024 * 1024;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 // V8 returns a heap's free pages once it sees allocation stop: its memory reducer looks every 8 s and
 // then collects a few times. 2 s after a burst is the transient; 30 s after, what the node keeps.
 const TRANSIENT_MS = 2000;

@@ -172,7 +172,7 @@ t.test('refresh ahead: renewed in the background before expiry; requests never w
   t.same(upstream.singleAttempt, [false, true], 'a pod\'s miss may retry at once; a background renewal makes one attempt');
 });
 
-t.test('a sweep allocates nothing per cached identity: an idle agent lets V8 give memory back', async (t) => {
+t.test("a sweep allocates nothing per cached identity: V8's memory reducer waits for an idle agent's allocation to stop", async (t) => {
   const identities = 10_000;
   const credentials = { accessKeyId: 'ASIA1', secretAccessKey: 's', sessionToken: 't', accountId: '123456789012', expiresAt: 6 * HOUR };
   const { cache } = newCache({ maxSize: identities, exchange: { name: 'instant', exchange: async () => ({ credentials, requestId: 'r' }) } });
